@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, docs, unit/property/golden tests, and the guest-kernel scenarios.
+# Installs what it needs first (Debian packages; the guest kernel is fetched by the harness).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo doc"
+RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
+echo "== cargo test (includes the QEMU guest scenarios)"
+cargo test --all-targets -- --test-threads=2

@@ -1,0 +1,47 @@
+//! Command-line interface: one file per subcommand, each holding its own arguments.
+
+mod status;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A transparent, persistent read-through cache for physical media.
+///
+/// Every sector read through a blkcache device is read from the drive once, written into a sparse
+/// image and recorded in a GNU ddrescue-compatible mapfile.
+#[derive(Debug, Parser)]
+#[command(name = "blkcache", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Status(status::StatusArgs),
+}
+
+/// Logs go to stderr; RUST_LOG wins over -v.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Status(args) => status::run(args),
+    }
+}

@@ -1,0 +1,10 @@
+//! blkcache: a transparent, persistent read-through cache for physical media.
+//!
+//! Layers, bottom up (none of them knows about ublk but the last):
+//! - [`map`]: which bytes are cached, in GNU ddrescue's mapfile model and text format;
+//! - [`image`]: the sparse image file that holds the cached bytes;
+//! - [`media`]: what is read (block devices, optical drives, plain files, test-mode media);
+//! - [`engine`]: the read path joining the three;
+//! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine.
+
+pub mod map;

@@ -1,0 +1,1 @@
+//! FileMap and the ddrescue mapfile format.
