@@ -1,5 +1,9 @@
 //! Command-line interface: one file per subcommand, each holding its own arguments.
 
+mod add;
+mod del;
+mod list;
+mod recover;
 mod status;
 
 use std::process::ExitCode;
@@ -22,6 +26,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Serve a source (drive, disk, file) through its cache as /dev/ublkbN.
+    Add(add::AddArgs),
+    /// Stop serving a device: save the map and remove the device.
+    Del(del::DelArgs),
+    /// List blkcache devices.
+    List(list::ListArgs),
+    /// Re-attach a daemon to devices whose daemon died.
+    Recover(recover::RecoverArgs),
     Status(status::StatusArgs),
 }
 
@@ -42,6 +54,10 @@ pub fn init_logging(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Add(args) => add::run(args, cli.verbose),
+        Command::Del(args) => del::run(args),
+        Command::List(args) => list::run(args),
+        Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),
     }
 }

@@ -1,1 +1,5 @@
 mod placeholder {}
+mod map_ddrescue;
+mod guest;
+mod engine;
+mod map_fuzz;

@@ -1,0 +1,662 @@
+//! The cache directory of one media: where it lives and what it holds.
+//!
+//! Layout (one directory per media, under the state directory unless `--cache DIR` names it):
+//! - `image`: the sparse image, exactly the source's size;
+//! - `mapfile`: the GNU ddrescue mapfile saying which bytes of `image` are cached;
+//! - `blkcache.json`: [`CacheMeta`] (source path, size, sector size, identity, creation time),
+//!   written last when a cache is made, so a directory without it was never used;
+//! - `daemon.log`: the serving daemon's log.
+//!
+//! Two daemons never serve one cache: the image is flocked while open (see `image`).
+//! Also holds [`OfflineMedia`], the stand-in source of a cache served with no source present.
+//!
+//! Must never reuse a cache whose size, sector size or identity differs from the source's, nor
+//! overwrite any file of an existing cache: a mismatch is an error naming both values.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::map::{self, MapError, Mapfile, Meta};
+use crate::media::Media;
+
+/// File name of the image in a cache directory.
+pub const IMAGE_FILE: &str = "image";
+/// File name of the mapfile in a cache directory.
+pub const MAPFILE_FILE: &str = "mapfile";
+/// File name of the metadata in a cache directory.
+pub const META_FILE: &str = "blkcache.json";
+/// File name of the daemon's log in a cache directory.
+pub const LOG_FILE: &str = "daemon.log";
+
+/// Errors of finding, creating and opening caches.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// Not root, and neither `$XDG_STATE_HOME` nor `$HOME` is set.
+    #[error("no state directory: set XDG_STATE_HOME or HOME, or pass --cache DIR")]
+    NoStateDir,
+    /// A file operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// `blkcache.json` is not valid metadata.
+    #[error("{} is not valid blkcache metadata", path.display())]
+    BadMeta {
+        /// The metadata file.
+        path: PathBuf,
+        /// What serde found.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The cache holds another size than the source.
+    #[error("cache {} holds {cache} bytes but the source {source_path} has {source_size} bytes; refusing to reuse it (remove it or pass another --cache)", dir.display())]
+    SizeMismatch {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Size recorded in the cache.
+        cache: u64,
+        /// The source's size.
+        source_size: u64,
+        /// The source.
+        source_path: String,
+    },
+    /// The cache has another sector size than the source.
+    #[error("cache {} has sector size {cache} but the source {source_path} has {source_sector}; refusing to reuse it (remove it or pass another --cache)", dir.display())]
+    SectorSizeMismatch {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Sector size recorded in the cache.
+        cache: u32,
+        /// The source's sector size.
+        source_sector: u32,
+        /// The source.
+        source_path: String,
+    },
+    /// The cache belongs to other media.
+    #[error("cache {} belongs to media '{cache}' but the source {source_path} is '{source_identity}'; refusing to reuse it (remove it or pass another --cache)", dir.display())]
+    IdentityMismatch {
+        /// The cache directory.
+        dir: PathBuf,
+        /// Identity recorded in the cache.
+        cache: String,
+        /// The source's identity.
+        source_identity: String,
+        /// The source.
+        source_path: String,
+    },
+    /// The image file has the wrong size.
+    #[error("image {} has {found} bytes, the cache says {expected}", path.display())]
+    ImageSize {
+        /// The image file.
+        path: PathBuf,
+        /// The cache's size.
+        expected: u64,
+        /// The image's length.
+        found: u64,
+    },
+    /// The mapfile covers another size than the cache.
+    #[error("mapfile {} covers {map} bytes, the cache says {expected}", path.display())]
+    MapSize {
+        /// The mapfile.
+        path: PathBuf,
+        /// The cache's size.
+        expected: u64,
+        /// The map's size.
+        map: u64,
+    },
+    /// Loading or saving the mapfile failed.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The directory holds an image or mapfile but no metadata: not made by blkcache, or its
+    /// creation was interrupted. Never overwritten.
+    #[error("{} holds an image or mapfile but no {META_FILE}; refusing to overwrite it (remove it or pass another --cache)", dir.display())]
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory is not a blkcache cache.
+    #[error("{} is not a blkcache cache (no {META_FILE})", dir.display())]
+    NotACache {
+        /// The directory.
+        dir: PathBuf,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
+    move |source| CacheError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a cache is for: the source's facts, compared with the cache's on every open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The source path as given.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical sector size.
+    pub sector_size: u32,
+    /// What identifies the media (`media::fingerprint`): caches are never shared across it.
+    pub identity: String,
+}
+
+/// Contents of `blkcache.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheMeta {
+    /// Source path when the cache was made.
+    pub source: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Logical sector size.
+    pub sector_size: u32,
+    /// Media identity.
+    pub identity: String,
+    /// Creation time, seconds since the Unix epoch.
+    pub created: u64,
+    /// blkcache version that made the cache.
+    pub version: String,
+}
+
+/// The state directory for a user: `/var/lib/blkcache` for root, else
+/// `$XDG_STATE_HOME/blkcache`, else `$HOME/.local/state/blkcache` (relative values count as
+/// unset, as the XDG spec says).
+pub fn state_dir_for(
+    euid: u32,
+    xdg_state_home: Option<&Path>,
+    home: Option<&Path>,
+) -> Option<PathBuf> {
+    if euid == 0 {
+        return Some(PathBuf::from("/var/lib/blkcache"));
+    }
+    if let Some(x) = xdg_state_home.filter(|p| p.is_absolute()) {
+        return Some(x.join("blkcache"));
+    }
+    home.filter(|p| p.is_absolute())
+        .map(|h| h.join(".local/state/blkcache"))
+}
+
+/// The state directory of the calling user (see [`state_dir_for`]).
+pub fn state_dir() -> Result<PathBuf, CacheError> {
+    let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    state_dir_for(euid, xdg.as_deref(), home.as_deref()).ok_or(CacheError::NoStateDir)
+}
+
+/// The directory name for media of this identity: the identity itself when it is a safe file
+/// name (the media fingerprint is 16 hex digits), else its readable part plus a hash of the
+/// whole, so identities that differ only in characters not allowed in names get distinct dirs.
+pub fn dir_name(identity: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    if !identity.is_empty()
+        && identity.len() <= 80
+        && !identity.starts_with('.')
+        && identity.chars().all(safe)
+    {
+        return identity.to_string();
+    }
+    let mut readable: String = identity
+        .chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .take(80)
+        .collect();
+    readable = readable.trim_start_matches(['.', '_']).to_string();
+    if readable.is_empty() {
+        readable = "media".to_string();
+    }
+    format!("{readable}-{:016x}", fnv1a(identity.as_bytes()))
+}
+
+/// FNV-1a 64: stable across versions and platforms (std's hasher is not).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The default cache directory of media with this identity.
+pub fn default_dir(identity: &str) -> Result<PathBuf, CacheError> {
+    Ok(state_dir()?.join(dir_name(identity)))
+}
+
+/// An opened (checked) cache directory.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    dir: PathBuf,
+    meta: CacheMeta,
+}
+
+impl Cache {
+    /// Opens the cache in `dir` for `source`, creating it (sparse image, all-`?` mapfile, metadata)
+    /// when `dir` holds none. Returns the cache and whether it was created.
+    pub fn open_or_create(dir: &Path, source: &SourceInfo) -> Result<(Cache, bool), CacheError> {
+        if dir.join(META_FILE).exists() {
+            let cache = Cache::open(dir)?;
+            cache.check_source(source)?;
+            return Ok((cache, false));
+        }
+        if dir.join(IMAGE_FILE).exists() || dir.join(MAPFILE_FILE).exists() {
+            return Err(CacheError::Incomplete {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok((Cache::create(dir, source)?, true))
+    }
+
+    /// Opens an existing cache (no source needed: offline serving, `list`), checking that its
+    /// image has the size its metadata says.
+    pub fn open(dir: &Path) -> Result<Cache, CacheError> {
+        let meta_path = dir.join(META_FILE);
+        let text = match fs::read_to_string(&meta_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(CacheError::NotACache {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            Err(e) => return Err(io_err("read", &meta_path)(e)),
+        };
+        let meta: CacheMeta =
+            serde_json::from_str(&text).map_err(|source| CacheError::BadMeta {
+                path: meta_path.clone(),
+                source,
+            })?;
+        let cache = Cache {
+            dir: dir.to_path_buf(),
+            meta,
+        };
+        let image = cache.image_path();
+        let found = fs::metadata(&image)
+            .map_err(io_err("stat image", &image))?
+            .len();
+        if found != cache.meta.size {
+            return Err(CacheError::ImageSize {
+                path: image,
+                expected: cache.meta.size,
+                found,
+            });
+        }
+        Ok(cache)
+    }
+
+    fn create(dir: &Path, source: &SourceInfo) -> Result<Cache, CacheError> {
+        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        let meta = CacheMeta {
+            source: source.path.clone(),
+            size: source.size,
+            sector_size: source.sector_size,
+            identity: source.identity.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let cache = Cache {
+            dir: dir.to_path_buf(),
+            meta,
+        };
+        let image = cache.image_path();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&image)
+            .map_err(io_err("create image", &image))?;
+        // A hole of the source's size: no data block is written.
+        file.set_len(source.size)
+            .map_err(io_err("size image", &image))?;
+        file.sync_all().map_err(io_err("fsync image", &image))?;
+        let mapfile = Mapfile::new(
+            source.size,
+            Meta {
+                source: Some(source.path.clone()),
+                size: Some(source.size),
+                sector_size: Some(source.sector_size),
+                identity: Some(source.identity.clone()),
+                version: Some(cache.meta.version.clone()),
+                ..Meta::default()
+            },
+        );
+        map::save(&cache.mapfile_path(), &mapfile)?;
+        let json =
+            serde_json::to_string_pretty(&cache.meta).map_err(|source| CacheError::BadMeta {
+                path: cache.meta_path(),
+                source,
+            })?;
+        write_atomic(&cache.meta_path(), format!("{json}\n").as_bytes())?;
+        Ok(cache)
+    }
+
+    /// Refuses a source whose size, sector size or identity is not the cache's.
+    pub fn check_source(&self, source: &SourceInfo) -> Result<(), CacheError> {
+        if self.meta.size != source.size {
+            return Err(CacheError::SizeMismatch {
+                dir: self.dir.clone(),
+                cache: self.meta.size,
+                source_size: source.size,
+                source_path: source.path.clone(),
+            });
+        }
+        if self.meta.sector_size != source.sector_size {
+            return Err(CacheError::SectorSizeMismatch {
+                dir: self.dir.clone(),
+                cache: self.meta.sector_size,
+                source_sector: source.sector_size,
+                source_path: source.path.clone(),
+            });
+        }
+        if self.meta.identity != source.identity {
+            return Err(CacheError::IdentityMismatch {
+                dir: self.dir.clone(),
+                cache: self.meta.identity.clone(),
+                source_identity: source.identity.clone(),
+                source_path: source.path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads the saved mapfile, refusing one that covers another size.
+    pub fn load_mapfile(&self) -> Result<Mapfile, CacheError> {
+        let path = self.mapfile_path();
+        let m = map::load(&path)?;
+        if m.map.size() != self.meta.size {
+            return Err(CacheError::MapSize {
+                path,
+                expected: self.meta.size,
+                map: m.map.size(),
+            });
+        }
+        Ok(m)
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// The metadata.
+    pub fn meta(&self) -> &CacheMeta {
+        &self.meta
+    }
+    /// Path of the image.
+    pub fn image_path(&self) -> PathBuf {
+        self.dir.join(IMAGE_FILE)
+    }
+    /// Path of the mapfile.
+    pub fn mapfile_path(&self) -> PathBuf {
+        self.dir.join(MAPFILE_FILE)
+    }
+    /// Path of the metadata.
+    pub fn meta_path(&self) -> PathBuf {
+        self.dir.join(META_FILE)
+    }
+    /// Path of the daemon's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(LOG_FILE)
+    }
+}
+
+/// Writes `path` by temp file + fsync + rename + fsync of the directory.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// The source of a cache served offline (`add --offline`): the cache's size and sector size,
+/// and every read fails with ENOMEDIUM, which is not a medium error, so no sector is ever marked
+/// bad for it; the device returns EIO for sectors not in the cache.
+#[derive(Debug, Clone)]
+pub struct OfflineMedia {
+    size: u64,
+    sector_size: u32,
+    dir: PathBuf,
+}
+
+impl OfflineMedia {
+    /// The offline stand-in for `cache`'s source.
+    pub fn new(cache: &Cache) -> OfflineMedia {
+        OfflineMedia {
+            size: cache.meta.size,
+            sector_size: cache.meta.sector_size,
+            dir: cache.dir.clone(),
+        }
+    }
+
+    fn error(&self) -> io::Error {
+        io::Error::from_raw_os_error(libc::ENOMEDIUM)
+    }
+}
+
+impl Media for OfflineMedia {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn sector_size(&self) -> u32 {
+        self.sector_size
+    }
+    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
+        Err(self.error())
+    }
+    /// No descriptor: [`injected`](Media::injected) fails every read before one is needed.
+    fn raw_fd(&self) -> RawFd {
+        -1
+    }
+    fn direct(&self) -> bool {
+        false
+    }
+    fn injected(&self, _offset: u64, _len: u64) -> Option<io::Error> {
+        Some(self.error())
+    }
+    fn latency(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn describe(&self) -> String {
+        format!(
+            "offline (no source; only cached sectors of {} are readable), sector size {}",
+            self.dir.display(),
+            self.sector_size
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(size: u64, identity: &str) -> SourceInfo {
+        SourceInfo {
+            path: "/dev/sr0".into(),
+            size,
+            sector_size: 2048,
+            identity: identity.into(),
+        }
+    }
+
+    #[test]
+    fn state_dir_root_xdg_home() {
+        let x = Path::new("/x/state");
+        let h = Path::new("/home/u");
+        assert_eq!(
+            state_dir_for(0, Some(x), Some(h)).unwrap(),
+            PathBuf::from("/var/lib/blkcache")
+        );
+        assert_eq!(
+            state_dir_for(1000, Some(x), Some(h)).unwrap(),
+            PathBuf::from("/x/state/blkcache")
+        );
+        assert_eq!(
+            state_dir_for(1000, None, Some(h)).unwrap(),
+            PathBuf::from("/home/u/.local/state/blkcache")
+        );
+        assert_eq!(
+            state_dir_for(1000, Some(Path::new("rel")), Some(h)).unwrap(),
+            PathBuf::from("/home/u/.local/state/blkcache")
+        );
+        assert_eq!(state_dir_for(1000, None, None), None);
+    }
+
+    #[test]
+    fn dir_name_is_safe_stable_and_distinct() {
+        assert_eq!(dir_name("0123456789abcdef"), "0123456789abcdef");
+        let a = dir_name("HL-DT-ST DVDRAM/serial 123:MYDISC");
+        assert!(a.starts_with("HL-DT-ST_DVDRAM_serial_123_MYDISC-"), "{a}");
+        assert!(!a.contains('/'));
+        assert_eq!(a, dir_name("HL-DT-ST DVDRAM/serial 123:MYDISC"));
+        assert_ne!(dir_name("a/b"), dir_name("a:b"));
+        assert!(dir_name("..").starts_with("media-"));
+        assert!(dir_name("").starts_with("media-"));
+        assert!(dir_name(&"x/".repeat(500)).len() < 100);
+    }
+
+    #[test]
+    fn create_then_reuse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("c");
+        let src = source(8 * 2048, "disc-1");
+        let (cache, created) = Cache::open_or_create(&dir, &src).unwrap();
+        assert!(created);
+        assert_eq!(fs::metadata(cache.image_path()).unwrap().len(), 8 * 2048);
+        let m = cache.load_mapfile().unwrap();
+        assert_eq!(m.map.size(), 8 * 2048);
+        assert_eq!(m.map.first_unfinished(), Some(0));
+        assert_eq!(m.meta.identity.as_deref(), Some("disc-1"));
+        let text = fs::read_to_string(cache.mapfile_path()).unwrap();
+        let block = ["0x00000000", "0x00004000", "?"];
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().eq(block.iter().copied())),
+            "{text}"
+        );
+
+        let (again, created) = Cache::open_or_create(&dir, &src).unwrap();
+        assert!(!created);
+        assert_eq!(again.meta(), cache.meta());
+    }
+
+    #[test]
+    fn new_mapfile_is_read_by_gnu_ddrescuelog() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(8 * 2048, "d")).unwrap();
+        let out = std::process::Command::new("ddrescuelog")
+            .arg("-t")
+            .arg(cache.mapfile_path())
+            .output()
+            .expect("ddrescuelog (Debian package gddrescue) is needed by this test");
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("16384 B"), "{text}");
+    }
+
+    #[test]
+    fn image_is_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(1 << 30, "big")).unwrap();
+        let md = fs::metadata(cache.image_path()).unwrap();
+        assert_eq!(md.len(), 1 << 30);
+        assert!(md.blocks() * 512 < 1 << 20, "{} blocks", md.blocks());
+    }
+
+    #[test]
+    fn mismatches_are_refused_naming_both_values() {
+        let tmp = tempfile::tempdir().unwrap();
+        Cache::open_or_create(tmp.path(), &source(4096, "disc-1")).unwrap();
+        let before = fs::read(tmp.path().join(MAPFILE_FILE)).unwrap();
+
+        let e = Cache::open_or_create(tmp.path(), &source(8192, "disc-1")).unwrap_err();
+        assert!(matches!(e, CacheError::SizeMismatch { .. }));
+        let msg = e.to_string();
+        assert!(msg.contains("4096") && msg.contains("8192"), "{msg}");
+
+        let e = Cache::open_or_create(tmp.path(), &source(4096, "disc-2")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("disc-1") && msg.contains("disc-2"), "{msg}");
+
+        let mut s = source(4096, "disc-1");
+        s.sector_size = 512;
+        let e = Cache::open_or_create(tmp.path(), &s).unwrap_err();
+        assert!(matches!(e, CacheError::SectorSizeMismatch { .. }), "{e}");
+
+        assert_eq!(fs::read(tmp.path().join(MAPFILE_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn foreign_files_are_never_overwritten() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(IMAGE_FILE), b"precious").unwrap();
+        let e = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap_err();
+        assert!(matches!(e, CacheError::Incomplete { .. }), "{e}");
+        assert_eq!(fs::read(tmp.path().join(IMAGE_FILE)).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn open_checks_image_size_and_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let e = Cache::open(tmp.path()).unwrap_err();
+        assert!(matches!(e, CacheError::NotACache { .. }), "{e}");
+
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(cache.image_path())
+            .unwrap()
+            .set_len(2048)
+            .unwrap();
+        let e = Cache::open(tmp.path()).unwrap_err();
+        assert!(
+            matches!(e, CacheError::ImageSize { found: 2048, .. }),
+            "{e}"
+        );
+
+        fs::write(cache.meta_path(), "{ not json").unwrap();
+        let e = Cache::open(tmp.path()).unwrap_err();
+        assert!(matches!(e, CacheError::BadMeta { .. }), "{e}");
+    }
+
+    #[test]
+    fn mapfile_of_other_size_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
+        map::save(&cache.mapfile_path(), &Mapfile::new(2048, Meta::default())).unwrap();
+        let e = cache.load_mapfile().unwrap_err();
+        assert!(matches!(e, CacheError::MapSize { map: 2048, .. }), "{e}");
+    }
+
+    #[test]
+    fn offline_media_fails_every_read_without_a_medium_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
+        let m = OfflineMedia::new(&cache);
+        assert_eq!((m.size(), m.sector_size()), (4096, 2048));
+        let err = m.injected(0, 2048).unwrap();
+        assert!(!crate::media::is_medium_error(&err));
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEDIUM));
+        assert!(m.read_at(0, &mut [0u8; 2048]).is_err());
+    }
+}

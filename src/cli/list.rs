@@ -1,0 +1,111 @@
+//! `blkcache list [--json]`: the blkcache devices, their source, cache, share cached and state.
+//!
+//! The share cached comes from the saved mapfile, so it lags the daemon by up to one save
+//! interval. Must never list devices of other ublk targets.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use serde::Serialize;
+
+use blkcache::cache::Cache;
+use blkcache::map::Status;
+use blkcache::ublk::{self, Device};
+
+/// Arguments of `blkcache list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One device, as `list --json` prints it.
+#[derive(Debug, Serialize)]
+struct Row {
+    device: String,
+    id: u32,
+    /// `null` when served offline.
+    source: Option<String>,
+    cache: String,
+    size: u64,
+    sector_size: u32,
+    /// Kernel state: live, quiesced, dead, fail_io, unknown.
+    state: &'static str,
+    pid: i32,
+    daemon_running: bool,
+    /// The daemon is gone but the device is still there: `blkcache recover` re-attaches one.
+    needs_recovery: bool,
+    /// Bytes marked `+` in the saved mapfile (`null` if it cannot be read).
+    cached_bytes: Option<u64>,
+    percent_cached: Option<f64>,
+    log: String,
+}
+
+fn row(d: &Device) -> Row {
+    let cached = Cache::open(&d.config.cache)
+        .and_then(|c| c.load_mapfile())
+        .map(|m| m.map.stats().get(Status::Finished).bytes)
+        .ok();
+    let percent = cached.map(|c| {
+        if d.config.size == 0 {
+            100.0
+        } else {
+            (c as f64 * 1000.0 / d.config.size as f64).round() / 10.0
+        }
+    });
+    Row {
+        device: d.path().display().to_string(),
+        id: d.id,
+        source: d.config.source.as_ref().map(|s| s.display().to_string()),
+        cache: d.config.cache.display().to_string(),
+        size: d.config.size,
+        sector_size: d.config.sector_size,
+        state: d.state.as_str(),
+        pid: d.config.pid,
+        daemon_running: d.daemon_alive,
+        needs_recovery: d.needs_recovery(),
+        cached_bytes: cached,
+        percent_cached: percent,
+        log: d.config.log.display().to_string(),
+    }
+}
+
+pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let rows: Vec<Row> = ublk::list().iter().map(row).collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        writeln!(out, "no blkcache devices")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    writeln!(
+        out,
+        "{:<14} {:<22} {:>7} {:>12} {:<30} CACHE",
+        "DEVICE", "STATE", "CACHED", "SIZE", "SOURCE"
+    )?;
+    for r in &rows {
+        let state = if r.needs_recovery {
+            format!("{} (no daemon)", r.state)
+        } else {
+            r.state.to_string()
+        };
+        let cached = r
+            .percent_cached
+            .map_or_else(|| "?".to_string(), |p| format!("{p:.1}%"));
+        writeln!(
+            out,
+            "{:<14} {:<22} {:>7} {:>12} {:<30} {}",
+            r.device,
+            state,
+            cached,
+            r.size,
+            r.source.as_deref().unwrap_or("(offline)"),
+            r.cache
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

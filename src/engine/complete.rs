@@ -1,0 +1,79 @@
+//! Landing a fetch: the media bytes go into the image, and only then is the range marked `+`;
+//! a medium error marks the range `*` (a chunk) or `-` (a sector); any other error marks nothing.
+//! Every outcome releases the fetch's claim and wakes the requests waiting on it.
+
+use std::io;
+use std::sync::Arc;
+
+use super::counters::AtomicCounters;
+use super::request::FetchKind;
+use super::{Engine, EngineError, Fetch};
+use crate::map::Status;
+use crate::media::is_medium_error;
+
+impl Engine {
+    /// Hands in the result of reading `fetch` from the media (`data` = the bytes read from
+    /// `fetch.offset`, at least up to the fetch's end). `Err` means the request that made the
+    /// fetch must fail with it (a media error that is not a bad sector, or the image could not be
+    /// written: a full disk); a bad sector is not an error here: the next `step` handles it.
+    pub fn complete(&self, mut fetch: Fetch, data: io::Result<&[u8]>) -> Result<(), EngineError> {
+        let Some(inner) = fetch.owner.take() else {
+            return Ok(());
+        };
+        debug_assert!(Arc::ptr_eq(&inner, &self.inner), "fetch of another engine");
+        let counters = &inner.counters;
+        AtomicCounters::bump(&counters.media_reads, 1);
+        let need = (fetch.hi - fetch.offset) as usize;
+        let failure = match data {
+            Ok(bytes) if bytes.len() >= need => {
+                AtomicCounters::bump(&counters.media_bytes, bytes.len() as u64);
+                let from = (fetch.lo - fetch.offset) as usize;
+                match inner.image.write_at(fetch.lo, &bytes[from..need]) {
+                    Ok(()) => {
+                        // Written (pwrite returned): now, and only now, the range may be `+`.
+                        inner.release(fetch.lo, Some((fetch.hi, Status::Finished)));
+                        return Ok(());
+                    }
+                    Err(err) => EngineError::from(err),
+                }
+            }
+            Ok(bytes) => {
+                AtomicCounters::bump(&counters.media_errors, 1);
+                EngineError::Media {
+                    offset: fetch.offset,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("short read: {} of {need} bytes", bytes.len()),
+                    ),
+                }
+            }
+            Err(err) if is_medium_error(&err) => {
+                AtomicCounters::bump(&counters.media_errors, 1);
+                let status = match fetch.kind {
+                    FetchKind::Chunk => Status::NonTrimmed,
+                    FetchKind::Sector => Status::BadSector,
+                };
+                tracing::debug!(
+                    offset = fetch.lo,
+                    len = fetch.hi - fetch.lo,
+                    error = %err,
+                    "media read failed; marking {}",
+                    status.as_char()
+                );
+                inner.release(fetch.lo, Some((fetch.hi, status)));
+                return Ok(());
+            }
+            Err(source) => {
+                AtomicCounters::bump(&counters.media_errors, 1);
+                EngineError::Media {
+                    offset: fetch.offset,
+                    source,
+                }
+            }
+        };
+        inner.release(fetch.lo, None);
+        AtomicCounters::bump(&counters.errors, 1);
+        AtomicCounters::bump(&counters.misses, 1);
+        Err(failure)
+    }
+}

@@ -1,0 +1,117 @@
+//! `EngineError`: why a read or a save failed. Carries offsets and paths; never an errno (the
+//! ublk adapter maps errors to `-errno`, in one place).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::image::ImageError;
+use crate::map::MapError;
+
+/// Errors of the read path, of saving and of opening an engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request touches a sector that could not be read from the media (`-` in the map).
+    #[error("bad sector at offset {offset}")]
+    BadSector {
+        /// The first unreadable byte of the request.
+        offset: u64,
+    },
+    /// The media failed in a way that says nothing about the sectors (no disc, drive gone, a
+    /// short read); nothing was marked.
+    #[error("media read at offset {offset} failed: {source}")]
+    Media {
+        /// Start of the failed media read.
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    /// The image could not be read, written or synced (a full disk among others).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The request goes past the end of the media.
+    #[error("request {offset}+{len} is past the end of the media ({size} bytes)")]
+    OutOfRange {
+        /// Request offset.
+        offset: u64,
+        /// Request length.
+        len: usize,
+        /// Media size.
+        size: u64,
+    },
+    /// `step` got a buffer of another length than the request's.
+    #[error("buffer of {got} bytes for a request of {expected}")]
+    BufferSize {
+        /// The request's length.
+        expected: usize,
+        /// The buffer's length.
+        got: usize,
+    },
+    /// Saving the mapfile failed (the in-memory map is kept and the save retried).
+    #[error("cannot save mapfile {path}: {source}")]
+    Save {
+        /// The mapfile.
+        path: PathBuf,
+        #[source]
+        source: MapError,
+    },
+    /// A mapfile or image of another size than the media: a cache of something else.
+    #[error("{what} {path} is {found} bytes but the media is {expected} bytes")]
+    SizeMismatch {
+        /// "mapfile" or "image".
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its size.
+        found: u64,
+        /// The media's size.
+        expected: u64,
+    },
+    /// The mapfile records another sector size than the media's.
+    #[error("mapfile {path} was made with {found}-byte sectors but the media has {expected}-byte sectors")]
+    SectorSizeMismatch {
+        /// The mapfile.
+        path: PathBuf,
+        /// Sector size recorded in the mapfile.
+        found: u32,
+        /// The media's sector size.
+        expected: u32,
+    },
+    /// An invalid `EngineConfig`.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+}
+
+impl EngineError {
+    /// Whether the media failed (a bad sector or a media I/O error): the adapter reports EIO.
+    pub fn is_media_error(&self) -> bool {
+        matches!(
+            self,
+            EngineError::BadSector { .. } | EngineError::Media { .. }
+        )
+    }
+
+    /// Whether it is an unreadable sector.
+    pub fn is_bad_sector(&self) -> bool {
+        matches!(self, EngineError::BadSector { .. })
+    }
+
+    /// Whether the image's disk is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, EngineError::Image(ImageError::NoSpace { .. }))
+    }
+
+    /// The underlying OS error of a media or image failure, if any (for the adapter's errno).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match self {
+            EngineError::Media { source, .. } => Some(source),
+            EngineError::Image(
+                ImageError::Write { source, .. }
+                | ImageError::Sync { source, .. }
+                | ImageError::Open { source, .. }
+                | ImageError::Map { source, .. },
+            ) => Some(source),
+            _ => None,
+        }
+    }
+}

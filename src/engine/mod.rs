@@ -1,0 +1,298 @@
+//! The read path: hits from the image, misses from the media, in-flight claims, bad-sector
+//! narrowing, counters and rate-limited saves. Knows nothing of ublk.
+//!
+//! One state machine serves every caller: `begin` makes a [`ReadRequest`], `step` advances it and
+//! says what to do next ([`Step`]): nothing (`Done`), read a [`Fetch`] from the media and hand the
+//! bytes to `complete`, or `Wait` for another request's fetch of the same bytes. The synchronous
+//! [`Engine::read`] is a loop over it with `pread` and a condvar; the ublk adapter drives the same
+//! machine with reads on its own io_uring.
+//!
+//! Rules (files: `step.rs` plans, `complete.rs` lands fetches, `persist.rs` saves):
+//! - `+` bytes are copied out of the image without touching the media.
+//! - `?` bytes are fetched in chunks of `read_size` aligned to multiples of it (clipped to the
+//!   media end, to the `?` run and to other requests' claims); the bytes are written to the image
+//!   and only then marked `+`.
+//! - A chunk that fails with a medium error becomes `*`; `*` and `/` bytes are fetched one sector
+//!   at a time, and only inside a request, so a failure is narrowed to the sectors the request
+//!   touches; a sector that fails alone becomes `-`. Parts of a failed chunk outside the request
+//!   stay `*` for later.
+//! - A `-` sector is not read again unless `bad_retries` allows it (per request). A request
+//!   touching a bad sector still caches its other sectors, then fails with `BadSector`.
+//! - Errors that are not medium errors (no disc, short read, a full image disk) mark nothing and
+//!   fail the request.
+//!
+//! It must never mark `+` before the bytes are in the image, and never save a map claiming bytes
+//! that are not durable (see `persist.rs`). Saving is explicit: the owner calls `maybe_save`
+//! periodically and `save` on a clean stop; dropping an engine does not save.
+
+mod claims;
+mod complete;
+mod counters;
+mod error;
+mod persist;
+mod request;
+mod step;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::image::Image;
+use crate::map::{Mapfile, Status};
+use crate::media::{AlignedBuf, Media};
+
+pub use counters::Counters;
+pub use error::EngineError;
+pub use request::{Fetch, ReadRequest, Step};
+
+use claims::Claims;
+use counters::AtomicCounters;
+
+/// Read policy and persistence settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Size of media reads for non-tried areas (default 64 KiB); a multiple of the sector size.
+    pub read_size: usize,
+    /// Extra reads of an already-bad sector per request that touches it (default 0).
+    pub bad_retries: u32,
+    /// Minimum time between two `maybe_save` saves (default 30 s).
+    pub save_interval: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            read_size: 64 * 1024,
+            bad_retries: 0,
+            save_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The read-through cache over one media. `Send + Sync`; share it with `Arc`.
+#[derive(Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Everything behind the engine; fetches keep an `Arc` to it so a dropped fetch can release its claim.
+pub(crate) struct Inner {
+    media: Arc<dyn Media>,
+    image: Image,
+    mapfile_path: PathBuf,
+    cfg: EngineConfig,
+    size: u64,
+    sector: u64,
+    state: Mutex<State>,
+    /// Signalled whenever a claim is released.
+    released: Condvar,
+    counters: AtomicCounters,
+    saver: Mutex<SaveState>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("media", &self.media.describe())
+            .field("image", &self.image.path())
+            .field("mapfile", &self.mapfile_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the state mutex guards.
+#[derive(Debug)]
+struct State {
+    mapfile: Mapfile,
+    claims: Claims,
+    /// Bumped on every claim release: a waiter sleeps until it changes (no lost wake-ups).
+    generation: u64,
+    /// Bumped on every map change: the saver compares it with what it last saved.
+    map_version: u64,
+}
+
+#[derive(Debug)]
+struct SaveState {
+    /// `map_version` of the last successful save.
+    saved_version: u64,
+    /// When the last save was attempted (successful or not).
+    last_attempt: Instant,
+}
+
+/// Locks ignoring poison: the state is only changed by short, non-panicking sections.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Joins media, image and mapfile; checks they describe the same media (size, sector size).
+    /// On a mismatch nothing is written anywhere.
+    pub fn new(
+        media: Arc<dyn Media>,
+        image: Image,
+        mapfile: Mapfile,
+        mapfile_path: PathBuf,
+        cfg: EngineConfig,
+    ) -> Result<Engine, EngineError> {
+        let size = media.size();
+        let sector_size = media.sector_size();
+        let sector = u64::from(sector_size);
+        if mapfile.map.size() != size {
+            return Err(EngineError::SizeMismatch {
+                what: "mapfile",
+                path: mapfile_path,
+                found: mapfile.map.size(),
+                expected: size,
+            });
+        }
+        if let Some(recorded) = mapfile.meta.size.filter(|&s| s != size) {
+            return Err(EngineError::SizeMismatch {
+                what: "mapfile",
+                path: mapfile_path,
+                found: recorded,
+                expected: size,
+            });
+        }
+        if image.size() != size {
+            return Err(EngineError::SizeMismatch {
+                what: "image",
+                path: image.path().to_owned(),
+                found: image.size(),
+                expected: size,
+            });
+        }
+        if let Some(recorded) = mapfile.meta.sector_size.filter(|&s| s != sector_size) {
+            return Err(EngineError::SectorSizeMismatch {
+                path: mapfile_path,
+                found: recorded,
+                expected: sector_size,
+            });
+        }
+        if sector == 0 || cfg.read_size == 0 || cfg.read_size as u64 % sector != 0 {
+            return Err(EngineError::Config(format!(
+                "read size {} is not a positive multiple of the sector size {sector}",
+                cfg.read_size
+            )));
+        }
+        let now = Instant::now();
+        let inner = Inner {
+            media,
+            image,
+            mapfile_path,
+            cfg,
+            size,
+            sector,
+            state: Mutex::new(State {
+                mapfile,
+                claims: Claims::default(),
+                generation: 0,
+                map_version: 0,
+            }),
+            released: Condvar::new(),
+            counters: AtomicCounters::default(),
+            saver: Mutex::new(SaveState {
+                saved_version: 0,
+                last_attempt: now,
+            }),
+        };
+        Ok(Engine {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Reads `buf.len()` bytes at `offset` through the cache: the whole buffer, or an error.
+    ///
+    /// Blocks: media reads are done on this thread, and it sleeps while another request fetches
+    /// the same bytes.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), EngineError> {
+        let mut req = self.begin(offset, buf.len());
+        loop {
+            match self.step(&mut req, buf)? {
+                Step::Done => return Ok(()),
+                Step::Fetch(fetch) => {
+                    let mut data = AlignedBuf::new(fetch.io_len());
+                    let result = self.inner.media.read_at(fetch.offset, &mut data);
+                    let result = result.map(|n| &data[..n]);
+                    self.complete(fetch, result)?;
+                }
+                Step::Wait => self.wait(&req),
+            }
+        }
+    }
+
+    /// Blocks until a claim was released since `req` got `Step::Wait`.
+    pub fn wait(&self, req: &ReadRequest) {
+        let mut state = lock(&self.inner.state);
+        while state.generation == req.wait_generation {
+            state = self
+                .inner
+                .released
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> Counters {
+        self.inner.counters.snapshot()
+    }
+
+    /// Media size in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    /// Media sector size.
+    pub fn sector_size(&self) -> u32 {
+        self.inner.sector as u32
+    }
+
+    /// The media read from.
+    pub fn media(&self) -> &Arc<dyn Media> {
+        &self.inner.media
+    }
+
+    /// The image.
+    pub fn image(&self) -> &Image {
+        &self.inner.image
+    }
+
+    /// Where the mapfile is saved.
+    pub fn mapfile_path(&self) -> &Path {
+        &self.inner.mapfile_path
+    }
+
+    /// A copy of the in-memory mapfile (O(extents), under the state lock).
+    pub fn mapfile_snapshot(&self) -> Mapfile {
+        lock(&self.inner.state).mapfile.clone()
+    }
+
+    /// Status of the byte at `pos` (`None` past the end).
+    pub fn status_at(&self, pos: u64) -> Option<Status> {
+        lock(&self.inner.state).mapfile.map.status_at(pos)
+    }
+
+    /// Number of fetches in flight (for tests and status).
+    pub fn claims_in_flight(&self) -> usize {
+        lock(&self.inner.state).claims.len()
+    }
+}
+
+impl Inner {
+    /// Releases the claim starting at `lo`, first marking `[lo, hi)` as `status` if given, and
+    /// wakes waiters. Marking and releasing happen under one lock: no request ever sees the
+    /// range unclaimed with its old status after the fetch landed.
+    fn release(&self, lo: u64, mark: Option<(u64, Status)>) {
+        {
+            let mut state = lock(&self.state);
+            if let Some((hi, status)) = mark {
+                state.mapfile.map.set(lo, hi - lo, status);
+                state.mapfile.current_pos = lo;
+                state.map_version += 1;
+            }
+            state.claims.remove(lo);
+            state.generation += 1;
+        }
+        self.released.notify_all();
+    }
+}

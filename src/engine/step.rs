@@ -1,0 +1,170 @@
+//! Planning a request: `begin` and `step`. Serves `+` bytes from the image (the hit path: one
+//! O(log n) map lookup per run, one copy, no allocation) and decides the next media read.
+//!
+//! Must never claim a byte that is `+` or already claimed, and never copy a byte out of the image
+//! that is not `+`.
+
+use std::sync::Arc;
+
+use super::counters::AtomicCounters;
+use super::request::FetchKind;
+use super::{lock, Engine, EngineError, Fetch, ReadRequest, State, Step};
+use crate::map::{Run, Status};
+
+fn align_down(x: u64, to: u64) -> u64 {
+    x - x % to
+}
+
+impl Engine {
+    /// Starts a read of `len` bytes at `offset`. Costs nothing; the range is checked by `step`.
+    pub fn begin(&self, offset: u64, len: usize) -> ReadRequest {
+        ReadRequest {
+            offset,
+            len,
+            pos: offset,
+            first_bad: None,
+            used_media: false,
+            retry_sector: None,
+            retries: 0,
+            wait_generation: 0,
+        }
+    }
+
+    /// Advances `req`, filling `buf` (the whole request's buffer, `req.len()` bytes) from the
+    /// image as far as it can; returns what the driver must do next. `Err` ends the request.
+    pub fn step(&self, req: &mut ReadRequest, buf: &mut [u8]) -> Result<Step, EngineError> {
+        let result = self.advance(req, buf);
+        if result.is_err() {
+            AtomicCounters::bump(&self.inner.counters.errors, 1);
+            if req.used_media {
+                AtomicCounters::bump(&self.inner.counters.misses, 1);
+            }
+        }
+        result
+    }
+
+    fn advance(&self, req: &mut ReadRequest, buf: &mut [u8]) -> Result<Step, EngineError> {
+        let inner = &self.inner;
+        if buf.len() != req.len {
+            return Err(EngineError::BufferSize {
+                expected: req.len,
+                got: buf.len(),
+            });
+        }
+        let out_of_range = || EngineError::OutOfRange {
+            offset: req.offset,
+            len: req.len,
+            size: inner.size,
+        };
+        let end = req
+            .offset
+            .checked_add(req.len as u64)
+            .filter(|&end| end <= inner.size)
+            .ok_or_else(out_of_range)?;
+        let sector = inner.sector;
+        while req.pos < end {
+            let mut state = lock(&inner.state);
+            if state.claims.covers(req.pos) {
+                req.wait_generation = state.generation;
+                return Ok(Step::Wait);
+            }
+            let run = state
+                .mapfile
+                .map
+                .extent_at(req.pos)
+                .ok_or_else(out_of_range)?;
+            match run.status {
+                Status::Finished => {
+                    // `+` is never claimed nor written again: copying after unlocking is safe.
+                    drop(state);
+                    let stop = run.end().min(end);
+                    let from = (req.pos - req.offset) as usize;
+                    let to = (stop - req.offset) as usize;
+                    inner.image.read_at(req.pos, &mut buf[from..to])?;
+                    req.pos = stop;
+                }
+                Status::NonTried => {
+                    let chunk = inner.cfg.read_size as u64;
+                    let start = align_down(req.pos, chunk);
+                    let fetch = self.claim(&mut state, req, run, start, start + chunk);
+                    return Ok(Step::Fetch(fetch));
+                }
+                Status::NonTrimmed | Status::NonScraped => {
+                    let start = align_down(req.pos, sector);
+                    let fetch = self.claim(&mut state, req, run, start, start + sector);
+                    return Ok(Step::Fetch(fetch));
+                }
+                Status::BadSector => {
+                    let start = align_down(req.pos, sector);
+                    if req.retry_sector != Some(start) {
+                        req.retry_sector = Some(start);
+                        req.retries = 0;
+                    }
+                    if true {
+                        req.retries += 1;
+                        let fetch = self.claim(&mut state, req, run, start, start + sector);
+                        return Ok(Step::Fetch(fetch));
+                    }
+                    req.first_bad.get_or_insert(req.pos);
+                    // With retries, go on sector by sector (each gets its retries); without,
+                    // skip the whole bad run (nothing can claim `-` bytes then).
+                    let stop = if inner.cfg.bad_retries > 0 {
+                        (start + sector).min(run.end())
+                    } else {
+                        run.end()
+                    };
+                    req.pos = stop.min(end);
+                }
+            }
+        }
+        if let Some(offset) = req.first_bad {
+            return Err(EngineError::BadSector { offset });
+        }
+        let counter = if req.used_media {
+            &inner.counters.misses
+        } else {
+            &inner.counters.hits
+        };
+        AtomicCounters::bump(counter, 1);
+        Ok(Step::Done)
+    }
+
+    /// Claims the largest range around `req.pos` inside the window `[win_lo, win_hi)`, the run
+    /// holding `req.pos` (one status) and the unclaimed gap around it, and makes its fetch.
+    fn claim(
+        &self,
+        state: &mut State,
+        req: &mut ReadRequest,
+        run: Run,
+        win_lo: u64,
+        win_hi: u64,
+    ) -> Fetch {
+        let inner = &self.inner;
+        let sector = inner.sector;
+        let (free_lo, free_hi) = state.claims.free_around(req.pos);
+        let lo = win_lo.max(run.pos).max(free_lo);
+        let hi = win_hi.min(run.end()).min(free_hi).min(inner.size);
+        debug_assert!(lo <= req.pos && req.pos < hi);
+        state.claims.insert(lo, hi);
+        // A fetch within one sector is already as narrow as it gets: its failure marks `-`.
+        let kind = if run.status == Status::NonTried
+            && align_down(lo, sector) != align_down(hi - 1, sector)
+        {
+            FetchKind::Chunk
+        } else {
+            FetchKind::Sector
+        };
+        let offset = align_down(lo, sector);
+        let io_end = hi.div_ceil(sector).saturating_mul(sector).min(inner.size);
+        req.used_media = true;
+        Fetch {
+            offset,
+            len: (io_end - offset) as usize,
+            lo,
+            hi,
+            kind,
+            sector_size: sector as u32,
+            owner: Some(Arc::clone(&self.inner)),
+        }
+    }
+}

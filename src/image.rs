@@ -1,0 +1,353 @@
+//! The sparse image: a file of the source's size holding the bytes read so far.
+//!
+//! Created with `set_len`, so unread areas are holes that take no disk space; it must never be
+//! filled with zeros for areas nothing was read from. Fetched data goes in with `pwrite`; hits are
+//! copied out of a shared read-only mapping of the same file (Linux keeps the page cache and
+//! `MAP_SHARED` mappings coherent, so bytes written by `pwrite` are visible through the mapping).
+//!
+//! # Concurrency protocol
+//! This type never hands out `&[u8]`/`&mut [u8]` over the mapping. [`Image::read_at`] copies out of
+//! it with `ptr::copy_nonoverlapping` from a raw pointer, so a concurrent write is a torn copy, not
+//! undefined behaviour in Rust terms. The engine additionally guarantees that no torn copy happens:
+//! a range is written only while the writer holds an in-flight claim on it (and its status is not
+//! `+`), and it is read only after it is marked finished (`+`), which happens after the write
+//! returned; finished ranges are never written again.
+//!
+//! An exclusive `flock` on the image keeps a second blkcache (or a second `Image` in the same
+//! process) from writing the same image at once. The image must not be truncated by anyone while
+//! open: reading a mapping past the end of its file raises SIGBUS.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// Errors of the image file; each names the image path and, for I/O, the offset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The image could not be created, opened or sized.
+    #[error("cannot open image {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `create` found a file already there (it never overwrites one).
+    #[error("image {path} already exists")]
+    Exists { path: PathBuf },
+    /// Another process (or another `Image` in this one) holds the image.
+    #[error("image {path} is in use by another blkcache (flock failed)")]
+    Locked { path: PathBuf },
+    /// The image could not be mapped.
+    #[error("cannot map image {path}: {source}")]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The disk holding the image is full: nothing more can be cached there.
+    #[error("no space left for image {path} writing {len} bytes at offset {offset}")]
+    NoSpace {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+    },
+    /// A write into the image failed for another reason.
+    #[error("cannot write image {path} at offset {offset}: {source}")]
+    Write {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    /// `fdatasync` of the image failed: written bytes may not be durable.
+    #[error("cannot sync image {path}: {source}")]
+    Sync {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A read or write went past the end of the image.
+    #[error("range {offset}+{len} is outside image {path} of {size} bytes")]
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        len: usize,
+        size: u64,
+    },
+}
+
+/// The cache file. `Send + Sync`: all methods take `&self`.
+#[derive(Debug)]
+pub struct Image {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    /// `None` for an empty image (a zero-length mapping is not allowed).
+    map: Option<MmapRaw>,
+}
+
+impl Image {
+    /// Creates a new sparse image of `size` bytes; fails if `path` exists.
+    pub fn create(path: &Path, size: u64) -> Result<Image, ImageError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::AlreadyExists => ImageError::Exists {
+                    path: path.to_owned(),
+                },
+                _ => ImageError::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+        lock(&file, path)?;
+        // A hole of `size` bytes: no data block is written.
+        file.set_len(size).map_err(|source| ImageError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::finish(file, path, size)
+    }
+
+    /// Opens an existing image; its size is the file's.
+    pub fn open(path: &Path) -> Result<Image, ImageError> {
+        let open_err = |source| ImageError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(open_err)?;
+        lock(&file, path)?;
+        let size = file.metadata().map_err(open_err)?.len();
+        Self::finish(file, path, size)
+    }
+
+    fn finish(file: File, path: &Path, size: u64) -> Result<Image, ImageError> {
+        let map = if size == 0 {
+            None
+        } else {
+            let len = usize::try_from(size).map_err(|_| ImageError::Map {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::Unsupported, "image larger than memory"),
+            })?;
+            let map = MmapOptions::new()
+                .len(len)
+                .map_raw_read_only(&file)
+                .map_err(|source| ImageError::Map {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Some(map)
+        };
+        Ok(Image {
+            file,
+            path: path.to_owned(),
+            size,
+            map,
+        })
+    }
+
+    /// The image's size in bytes (the source's size).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Where the image lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn check(&self, offset: u64, len: usize) -> Result<(), ImageError> {
+        let end = offset.checked_add(len as u64);
+        if end.map_or(true, |end| end > self.size) {
+            return Err(ImageError::OutOfRange {
+                path: self.path.clone(),
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes fetched bytes at `offset` (the caller holds the in-flight claim on the range).
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), ImageError> {
+        self.check(offset, data.len())?;
+        self.file.write_all_at(data, offset).map_err(|source| {
+            if source.raw_os_error() == Some(libc::ENOSPC) {
+                ImageError::NoSpace {
+                    path: self.path.clone(),
+                    offset,
+                    len: data.len(),
+                }
+            } else {
+                ImageError::Write {
+                    path: self.path.clone(),
+                    offset,
+                    source,
+                }
+            }
+        })
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the mapping (the caller saw the range finished).
+    ///
+    /// One copy, no allocation, no system call.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
+        self.check(offset, buf.len())?;
+        let Some(map) = &self.map else {
+            // Only an empty image has no mapping, and then `check` let only empty reads through.
+            return Ok(());
+        };
+        // `check` bounded offset + len by the size, which is the mapping's length and fits usize.
+        let start = offset as usize;
+        // SAFETY: `start + buf.len() <= map.len()` (checked above), so the source range lies inside
+        // the live mapping, which `self` keeps alive; `buf` is a distinct Rust allocation, so the
+        // ranges do not overlap. No reference to the mapping is created: a concurrent pwrite would
+        // give a torn copy, which the engine's claim protocol (module doc) rules out.
+        unsafe {
+            std::ptr::copy_nonoverlapping(map.as_ptr().add(start), buf.as_mut_ptr(), buf.len());
+        }
+        Ok(())
+    }
+
+    /// Makes every byte written so far durable (`fdatasync`).
+    pub fn sync(&self) -> Result<(), ImageError> {
+        self.file.sync_data().map_err(|source| ImageError::Sync {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Bytes of disk the image really uses (holes take none); for status output and tests.
+    pub fn allocated_bytes(&self) -> Result<u64, ImageError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.metadata().map_err(|source| ImageError::Open {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(meta.blocks() * 512)
+    }
+}
+
+/// Takes an exclusive, non-blocking `flock`, released when the file is closed.
+fn lock(file: &File, path: &Path) -> Result<(), ImageError> {
+    // SAFETY: flock takes a valid open descriptor (borrowed from `file` for the call) and an
+    // integer operation; it touches no memory of ours.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Err(ImageError::Locked {
+            path: path.to_owned(),
+        })
+    } else {
+        Err(ImageError::Open {
+            path: path.to_owned(),
+            source: err,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_is_sparse_and_reads_back_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let img = Image::create(&path, 64 << 20).unwrap();
+        assert_eq!(img.size(), 64 << 20);
+        // A 64 MiB hole takes (almost) no blocks.
+        assert!(img.allocated_bytes().unwrap() < 1 << 20);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        img.write_at(1 << 20, &data).unwrap();
+        let mut back = vec![0u8; 8192];
+        img.read_at(1 << 20, &mut back).unwrap();
+        assert_eq!(back, data);
+        // Unwritten areas read as zeros and stay holes.
+        img.read_at(0, &mut back).unwrap();
+        assert!(back.iter().all(|&b| b == 0));
+        img.sync().unwrap();
+        assert!(img.allocated_bytes().unwrap() < 1 << 20);
+    }
+
+    #[test]
+    fn create_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        std::fs::write(&path, b"precious").unwrap();
+        assert!(matches!(
+            Image::create(&path, 4096),
+            Err(ImageError::Exists { .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn second_open_is_locked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let first = Image::create(&path, 4096).unwrap();
+        let err = Image::open(&path).unwrap_err();
+        assert!(matches!(err, ImageError::Locked { .. }), "{err}");
+        drop(first);
+        let again = Image::open(&path).unwrap();
+        assert_eq!(again.size(), 4096);
+    }
+
+    #[test]
+    fn out_of_range_is_an_error_naming_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let img = Image::create(&path, 4096).unwrap();
+        let err = img.write_at(4000, &[0u8; 200]).unwrap_err();
+        assert!(err.to_string().contains("img"), "{err}");
+        assert!(matches!(err, ImageError::OutOfRange { offset: 4000, .. }));
+        let mut buf = [0u8; 1];
+        assert!(img.read_at(4096, &mut buf).is_err());
+        assert!(img.read_at(u64::MAX, &mut buf).is_err());
+    }
+
+    #[test]
+    fn empty_image_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = Image::create(&dir.path().join("img"), 0).unwrap();
+        img.read_at(0, &mut []).unwrap();
+        img.write_at(0, &[]).unwrap();
+        assert!(img.read_at(0, &mut [0u8]).is_err());
+    }
+
+    /// A full disk is reported as `NoSpace` with the path and offset (a tiny tmpfs would show it;
+    /// /dev/full gives ENOSPC on every write and is present on every Linux).
+    #[test]
+    fn enospc_is_typed() {
+        let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let img = Image {
+            file,
+            path: PathBuf::from("/dev/full"),
+            size: 4096,
+            map: None,
+        };
+        let err = img.write_at(512, &[1u8; 512]).unwrap_err();
+        assert!(
+            matches!(err, ImageError::NoSpace { offset: 512, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("/dev/full"));
+    }
+}

@@ -1,0 +1,23 @@
+//! The ublk adapter: serves a `/dev/ublkbN` from an [`Engine`](crate::engine::Engine), and finds,
+//! removes and recovers blkcache devices.
+//!
+//! - `config`: what a device serves, kept in libublk's per-device json;
+//! - `daemon`: adding/recovering the device, signals, periodic and final map saves;
+//! - `queue`: one async task per tag, media reads on the queue's own io_uring;
+//! - `errno`: the one place errors become `-errno`;
+//! - `devices`: listing, resolving and removing devices.
+//!
+//! Must never contain read policy: hits, misses, retries and bad sectors are the engine's.
+
+mod config;
+mod daemon;
+mod devices;
+mod errno;
+mod queue;
+
+pub use config::{from_device_json, json_path, to_target_data, DeviceConfig, RUN_DIR, TARGET_NAME};
+pub use daemon::{check_geometry, isolate_mount_namespace, serve, DeviceSpec, ServeError};
+pub use devices::{
+    daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,
+};
+pub use errno::{read_errno, refused_op_errno};

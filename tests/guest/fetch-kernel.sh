@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Fetch Debian's newest linux-image-6.12.N+deb12-amd64-unsigned into the cache: vmlinuz plus the decompressed
+# modules the guest needs (and their dependencies), with a load order. Prints the kernel directory.
+# Usage: fetch-kernel.sh            (uses $BLKCACHE_GUEST_CACHE, default <repo>/.guest-cache)
+# Must never install the kernel on the host: the package is only unpacked into the cache.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+# The modules the scenarios use; their dependencies are resolved from each module's own .modinfo.
+WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug)
+
+ensure_packages xz-utils
+pattern='^linux-image-6\.12\.[0-9]+[+]deb12-amd64-unsigned$'
+pkg="$(apt-cache search "$pattern" 2>/dev/null | awk '{print $1}' | sort -V | tail -n1)"
+if [ -z "$pkg" ]; then
+    [ "$(id -u)" -eq 0 ] || die "no package matches $pattern in apt's lists (run apt-get update as root)"
+    log "no $pattern in apt's lists; running apt-get update"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || die "apt-get update failed"
+    pkg="$(apt-cache search "$pattern" 2>/dev/null | awk '{print $1}' | sort -V | tail -n1)"
+    [ -n "$pkg" ] || die "no package matches $pattern even after apt-get update"
+fi
+
+kdir="$CACHE_DIR/kernel/$pkg"
+if [ -f "$kdir/.complete" ]; then
+    echo "$kdir"
+    exit 0
+fi
+
+log "fetching $pkg"
+rm -rf "$kdir"
+mkdir -p "$kdir/modules"
+work="$(mktemp -d "$CACHE_DIR/fetch.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && apt-get download "$pkg" >&2 2>/dev/null) || (cd "$work" && apt-get download "$pkg" >&2) \
+    || die "apt-get download $pkg failed"
+dpkg -x "$work"/*.deb "$work/x" || die "dpkg -x failed on $pkg"
+cp "$work"/x/boot/vmlinuz-* "$kdir/vmlinuz"
+cp "$work"/x/boot/config-* "$kdir/config"
+moddir="$(ls -d "$work"/x/lib/modules/*)"
+cp "$moddir/modules.builtin" "$kdir/modules.builtin"
+
+# resolve NAME: decompress the module, then its dependencies first; appends to load-order once.
+declare -A seen=()
+order=()
+resolve() {
+    local name="$1" rel deps d
+    [ -n "${seen[$name]:-}" ] && return 0
+    seen[$name]=1
+    if grep -q "/$name\.ko\$" "$kdir/modules.builtin"; then
+        return 0 # built into the kernel
+    fi
+    rel="$(grep -E "/$name\.ko\$" "$moddir/modules.order" | head -n1)" || true
+    [ -n "$rel" ] || die "module $name is neither in modules.order nor built in ($pkg)"
+    xz -dc "$moddir/$rel.xz" > "$kdir/modules/$name.ko" || die "cannot decompress $rel.xz"
+    deps="$(tr '\0' '\n' < "$kdir/modules/$name.ko" | grep -a '^depends=' | head -n1 | cut -d= -f2)"
+    for d in ${deps//,/ }; do
+        resolve "$d"
+    done
+    order+=("$name")
+}
+for m in "${WANTED_MODULES[@]}"; do
+    resolve "$m"
+done
+printf '%s\n' "${order[@]}" > "$kdir/load-order"
+echo "${pkg#linux-image-}" > "$kdir/version"
+touch "$kdir/.complete"
+log "kernel $pkg ready in $kdir ($(wc -l < "$kdir/load-order") modules)"
+echo "$kdir"

@@ -1,0 +1,189 @@
+# Helpers for guest scenarios (busybox sh). Sourced by each scenario: `. /scenarios/lib.sh`.
+# Also run by init between scenarios as `sh /scenarios/lib.sh cleanup`.
+# Holds assertions, drive read counters, scsi_debug set-up, mapfile parsing and blkcache wrappers.
+# Must never hide a failure: every helper that cannot do its job calls fail.
+
+DATA=/data                 # test data from the host: test.iso, manifest.sha256 (files inside the ISO)
+ISO="$DATA/test.iso"
+
+# fail WHY: record the reason for init's result line and stop the scenario.
+fail() {
+    echo "FAIL: $*" >&2
+    echo "$*" > /tmp/fail-reason
+    exit 1
+}
+
+note() { echo "  [${SCENARIO:-?}] $*"; }
+
+# must CMD...: run CMD, fail naming it when it fails.
+must() {
+    "$@" || fail "command failed ($?): $*"
+}
+
+# expect_eq WHAT GOT WANT
+expect_eq() {
+    [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"
+}
+
+# dev_stat DEV FIELD: a field of /sys/block/DEV/stat (1: reads completed, 3: 512-byte sectors read).
+dev_stat() {
+    [ -r "/sys/block/$1/stat" ] || fail "no /sys/block/$1/stat"
+    awk -v f="$2" '{ print $f }' "/sys/block/$1/stat"
+}
+dev_reads() { dev_stat "$1" 1; }
+dev_sectors() { dev_stat "$1" 3; }
+
+drop_caches() {
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+}
+
+# expect_read_fails DEV BS SKIP: an O_DIRECT read of one block fails (any error); prints dd's message.
+expect_read_fails() {
+    out="$(dd if="$1" of=/dev/null bs="$2" skip="$3" count=1 iflag=direct 2>&1)" \
+        && fail "O_DIRECT read of $1 block $3 (bs $2) succeeded, expected an error"
+    echo "$out" | tail -n1
+}
+
+# expect_direct_error DEV BS SKIP ERRTEXT: an O_DIRECT read of block SKIP (size BS) fails with ERRTEXT.
+expect_direct_error() {
+    out="$(dd if="$1" of=/dev/null bs="$2" skip="$3" count=1 iflag=direct 2>&1)" \
+        && fail "O_DIRECT read of $1 block $3 (bs $2) succeeded, expected '$4'"
+    case "$out" in
+        *"$4"*) ;;
+        *) fail "O_DIRECT read of $1 block $3 (bs $2) failed with '$out', expected '$4'" ;;
+    esac
+}
+
+# scsi_debug_load PARAM=VALUE...: load scsi_debug and print the name of its block device (sdX or srX).
+scsi_debug_load() {
+    insmod /lib/modules/scsi_debug.ko "$@" || fail "insmod scsi_debug $*"
+    i=0
+    while [ $i -lt 100 ]; do
+        for b in /sys/bus/pseudo/drivers/scsi_debug/adapter*/host*/target*/*/block/*; do
+            if [ -e "$b" ] && [ -b "/dev/${b##*/}" ]; then
+                echo "${b##*/}"
+                return 0
+            fi
+        done
+        sleep 0.1
+        i=$((i + 1))
+    done
+    fail "scsi_debug ($*) made no block device"
+}
+
+scsi_debug_unload() {
+    i=0
+    while grep -q '^scsi_debug ' /proc/modules; do
+        rmmod scsi_debug 2>/dev/null && return 0
+        i=$((i + 1))
+        [ $i -gt 50 ] && fail "rmmod scsi_debug: still busy"
+        sleep 0.1
+    done
+}
+
+# map_runs MAPFILE: the data lines of a ddrescue mapfile as "pos size status" with decimal numbers.
+map_runs() {
+    [ -r "$1" ] || fail "no mapfile $1"
+    seen_status=0
+    while read -r a b c rest; do
+        case "$a" in '#'* | '') continue ;; esac
+        if [ $seen_status -eq 0 ]; then # the first non-comment line is the status line
+            seen_status=1
+            continue
+        fi
+        echo "$((a)) $((b)) $c"
+    done < "$1"
+}
+
+# map_bytes MAPFILE STATUSCHAR / map_areas MAPFILE STATUSCHAR
+map_bytes() { map_runs "$1" | awk -v s="$2" '$3 == s { n += $2 } END { printf "%d\n", n }'; }
+map_areas() { map_runs "$1" | awk -v s="$2" '$3 == s { n++ } END { printf "%d\n", n }'; }
+
+# map_bytes_in MAPFILE STATUSCHAR POS LEN: bytes of that status within [POS, POS+LEN).
+map_bytes_in() {
+    map_runs "$1" | awk -v s="$2" -v p="$3" -v l="$4" '
+        $3 == s { a = $1 > p ? $1 : p; e1 = $1 + $2; e2 = p + l; b = e1 < e2 ? e1 : e2; if (b > a) n += b - a }
+        END { printf "%d\n", n }'
+}
+
+# status_json MAPFILE KEY: "bytes areas" of KEY (rescued, non_tried, bad_sector, ...) from blkcache status --json.
+status_json() {
+    blkcache status "$1" --json > /tmp/status.json || fail "blkcache status $1 --json failed"
+    tr -d ' \n' < /tmp/status.json \
+        | sed -n "s/.*\"$2\":{\"bytes\":\([0-9]*\),\"areas\":\([0-9]*\)}.*/\1 \2/p"
+}
+
+# expect_cached_match MAPFILE IMAGE REFERENCE: every '+' run of the mapfile holds the reference's bytes in the image
+# (the map never claims bytes that are not in the image).
+expect_cached_match() {
+    map_runs "$1" | while read -r pos len st; do
+        [ "$st" = + ] || continue
+        dd if="$2" of=/tmp/ecm.img bs=65536 skip="$pos" count="$len" iflag=skip_bytes,count_bytes status=none
+        dd if="$3" of=/tmp/ecm.ref bs=65536 skip="$pos" count="$len" iflag=skip_bytes,count_bytes status=none
+        cmp /tmp/ecm.img /tmp/ecm.ref > /dev/null || { echo "run at $pos (+$len)"; break; }
+    done > /tmp/ecm.bad
+    [ -s /tmp/ecm.bad ] && fail "image $2 differs from $3 in a cached $(cat /tmp/ecm.bad)"
+    return 0
+}
+
+# map_status_at MAPFILE OFFSET: the status char covering OFFSET (empty past the end).
+map_status_at() {
+    map_runs "$1" | awk -v o="$2" '$1 <= o && o < $1 + $2 { print $3; exit }'
+}
+
+# map_expect MAPFILE "pos size status" lines (decimal): the mapfile's runs are exactly these.
+map_expect() {
+    got="$(map_runs "$1")"
+    [ "$got" = "$2" ] || fail "mapfile $1 runs differ: got [$(echo "$got" | tr '\n' ';')] want [$(echo "$2" | tr '\n' ';')]"
+}
+
+# blk_add ARGS...: blkcache add; prints the device path; fails unless it is a block device.
+blk_add() {
+    dev="$(blkcache add "$@" 2>/tmp/add.err)" || fail "blkcache add $*: $(tail -n3 /tmp/add.err | tr '\n' ' ')"
+    dev="$(echo "$dev" | tail -n1)"
+    [ -b "$dev" ] || fail "blkcache add $* printed '$dev', not a block device"
+    echo "$dev"
+}
+
+# cache_map DIR: the mapfile in a cache directory.
+cache_map() {
+    for f in "$1"/*.map "$1"/mapfile "$1"/*/*.map "$1"/*/mapfile; do
+        [ -f "$f" ] && { echo "$f"; return 0; }
+    done
+    fail "no mapfile in $1: $(find "$1" | tr '\n' ' ')"
+}
+
+# cache_image DIR: the image file in a cache directory.
+cache_image() {
+    for f in "$1"/*.img "$1"/image "$1"/*/*.img "$1"/*/image; do
+        [ -f "$f" ] && { echo "$f"; return 0; }
+    done
+    fail "no image in $1: $(find "$1" | tr '\n' ' ')"
+}
+
+# show_daemon_log DIR: the cache's daemon log, indented (for failure analysis on the console).
+show_daemon_log() {
+    [ -f "$1/daemon.log" ] && sed 's/^/    daemon.log: /' "$1/daemon.log" | tail -n 40
+    return 0
+}
+
+# cleanup: undo whatever a scenario left (mounts, blkcache devices and daemons, scsi_debug).
+cleanup() {
+    for m in $(awk '$2 ~ "^/mnt/" { print $2 }' /proc/mounts | sort -r); do
+        umount -l "$m"
+    done
+    if command -v blkcache > /dev/null; then
+        for d in /dev/ublkb*; do
+            [ -b "$d" ] && timeout 20 blkcache del "$d"
+        done
+    fi
+    for p in $(pidof blkcache); do kill -9 "$p"; done
+    grep -q '^scsi_debug ' /proc/modules && rmmod scsi_debug
+    grep -q '^loop ' /proc/modules && for l in /dev/loop*; do losetup -d "$l" 2>/dev/null; done
+    return 0
+}
+
+if [ "${0##*/}" = lib.sh ] && [ "${1:-}" = cleanup ]; then
+    cleanup
+fi
