@@ -70,6 +70,10 @@ fn bench_persist(c: &mut Criterion) {
     let path = dir.path().join("bench.map");
     let mut mf = Mapfile::new(0, Meta::default());
     mf.map = million();
+    // What a saver pays to snapshot the map under its lock.
+    g.bench_function("clone", |b| {
+        b.iter(|| black_box(mf.clone().map.extent_count()))
+    });
     g.bench_function("format", |b| b.iter(|| black_box(map::format(&mf).len())));
     g.bench_function("save_fsync", |b| b.iter(|| map::save(&path, &mf).unwrap()));
     map::save(&path, &mf).unwrap();

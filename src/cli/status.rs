@@ -9,13 +9,32 @@ use blkcache::map::{load, Report};
 
 /// Show how much of a mapfile is rescued, non-tried, non-trimmed, non-scraped and bad.
 ///
-/// The text output is the one `ddrescuelog -t MAPFILE` prints for the same file (sizes rounded
-/// with SI prefixes, percentages of the mapfile extent), followed by the current pass. With
-/// `--json`, one object with exact byte and area counts:
-/// {"size", "current_pos", "current_status", "current_pass", "non_tried", "rescued",
-/// "non_trimmed", "non_scraped", "bad_sector"}, each status being {"bytes", "areas"}.
+/// Reads any GNU ddrescue mapfile (blkcache's own included) and prints what `ddrescuelog -t`
+/// prints for it, line for line (sizes above 999999 bytes rounded with SI prefixes, percentages
+/// of the mapfile extent), then the pass of the status line ("none" in files older than
+/// ddrescue 1.22):
 ///
-/// A malformed mapfile is reported as FILE:LINE: what, with a non-zero exit status.
+///      current pos:    17408 B,  current status: finished
+///   mapfile extent:    65536 B,  in      3 area(s)
+///
+///        non-tried:        0 B,  in      0 area(s)  (  0%)
+///          rescued:    64512 B,  in      2 area(s)  ( 98.44%)
+///      non-trimmed:        0 B,  in      0 area(s)  (  0%)
+///      non-scraped:        0 B,  in      0 area(s)  (  0%)
+///       bad-sector:     1024 B,  in      1 area(s)  (  1.56%)
+///     current pass:         1
+///
+/// With --json, one object with exact counts; current_status is the status-line character
+/// (? * / - F G +) and current_pass is null when the file has none:
+///
+///   {"size":65536,"current_pos":17408,"current_status":"+","current_pass":1,
+///    "non_tried":{"bytes":0,"areas":0},"rescued":{"bytes":64512,"areas":2},
+///    "non_trimmed":{"bytes":0,"areas":0},"non_scraped":{"bytes":0,"areas":0},
+///    "bad_sector":{"bytes":1024,"areas":1}}
+///
+/// A malformed mapfile is reported on stderr as "blkcache: error: FILE:LINE: what" with exit
+/// status 1. blkcache is stricter than ddrescue: it also rejects trailing junk, over-long lines
+/// and maps whose first block does not start at 0.
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {

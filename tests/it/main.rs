@@ -1,4 +1,3 @@
-mod placeholder {}
 mod map_ddrescue;
 mod guest;
 mod engine;

@@ -18,6 +18,9 @@ const DDRESCUE_MAP: &[u8] = b"# Mapfile. Created by GNU ddrescue version 1.27
 0x00004400  0x0000BC00  +
 ";
 
+/// The characters mapfiles are made of.
+const ALPHABET: &[u8] = b"0x+-?*/# \n\t9Ff";
+
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fuzz.map");
@@ -61,7 +64,7 @@ proptest! {
                 0 if i < bytes.len() => { bytes.remove(i); }
                 1 if i < bytes.len() => bytes[i] = byte,
                 // Favour the characters the format is made of.
-                2 => bytes.insert(i, b"0x+-?*/# \n\t9Ff"[byte as usize % 15]),
+                2 => bytes.insert(i, ALPHABET[byte as usize % ALPHABET.len()]),
                 _ => bytes.insert(i, byte),
             }
         }
