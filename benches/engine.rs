@@ -1,1 +1,74 @@
-fn main() {}
+//! The engine's hit path over a fully cached 64 MiB image, next to a plain memcpy of the same
+//! sizes in the same run (the floor the hit path is measured against). Small samples.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blkcache::engine::{Engine, EngineConfig};
+use blkcache::image::Image;
+use blkcache::map::{Mapfile, Meta};
+use blkcache::media::{FileMedia, Media, MediaOptions};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use rand::{Rng, RngCore, SeedableRng};
+
+const SIZE: usize = 64 << 20;
+
+/// An engine whose image holds the whole 64 MiB source (read through it once).
+fn cached_engine(dir: &tempfile::TempDir) -> (Engine, Vec<u8>) {
+    let source = dir.path().join("source");
+    let mut data = vec![0u8; SIZE];
+    rand::rngs::StdRng::seed_from_u64(1).fill_bytes(&mut data);
+    std::fs::write(&source, &data).expect("write source");
+    let media: Arc<dyn Media> =
+        Arc::new(FileMedia::open(&source, MediaOptions::default()).expect("open source"));
+    let image = Image::create(&dir.path().join("image"), SIZE as u64).expect("create image");
+    let mapfile = Mapfile::new(SIZE as u64, Meta::default());
+    let engine = Engine::new(
+        media,
+        image,
+        mapfile,
+        dir.path().join("mapfile"),
+        EngineConfig::default(),
+    )
+    .expect("engine");
+    let mut buf = vec![0u8; 1 << 20];
+    for off in (0..SIZE).step_by(1 << 20) {
+        engine.read(off as u64, &mut buf).expect("fill");
+    }
+    let reads = engine.counters().media_reads;
+    assert_eq!(reads, (SIZE / (64 << 10)) as u64);
+    (engine, data)
+}
+
+fn bench_hits(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (engine, data) = cached_engine(&dir);
+    let mut g = c.benchmark_group("hit_path_64MiB");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    for len in [4usize << 10, 1 << 20] {
+        let blocks = (SIZE / len) as u64;
+        let mut buf = vec![0u8; len];
+        g.throughput(Throughput::Bytes(len as u64));
+        g.bench_with_input(BenchmarkId::new("engine_read", len), &len, |b, &len| {
+            b.iter(|| {
+                let off = rng.gen_range(0..blocks) * len as u64;
+                engine.read(off, black_box(&mut buf)).expect("hit");
+            })
+        });
+        g.bench_with_input(BenchmarkId::new("memcpy", len), &len, |b, &len| {
+            b.iter(|| {
+                let off = rng.gen_range(0..blocks) as usize * len;
+                black_box(&mut buf).copy_from_slice(&data[off..off + len]);
+            })
+        });
+    }
+    g.finish();
+    assert_eq!(engine.counters().media_reads, (SIZE / (64 << 10)) as u64);
+}
+
+criterion_group!(benches, bench_hits);
+criterion_main!(benches);

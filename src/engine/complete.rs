@@ -34,7 +34,10 @@ impl Engine {
                         inner.release(fetch.lo, Some((fetch.hi, Status::Finished)));
                         return Ok(());
                     }
-                    Err(err) => EngineError::from(err),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot write fetched bytes into the image; not cached");
+                        EngineError::from(err)
+                    }
                 }
             }
             Ok(bytes) => {

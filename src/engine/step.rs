@@ -100,7 +100,7 @@ impl Engine {
                         req.retry_sector = Some(start);
                         req.retries = 0;
                     }
-                    if true {
+                    if req.retries < inner.cfg.bad_retries {
                         req.retries += 1;
                         let fetch = self.claim(&mut state, req, run, start, start + sector);
                         return Ok(Step::Fetch(fetch));

@@ -315,6 +315,26 @@ mod tests {
         assert_eq!(buf, data[2048..]);
     }
 
+    /// tmpfs refuses O_DIRECT at open on older kernels (and takes it since 6.6): either way the
+    /// media opens, says which it got, and reads right.
+    #[test]
+    fn tmpfs_falls_back_to_buffered_when_o_direct_is_refused() {
+        let dir = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
+        let path = dir.path().join("src");
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let kernel_takes_it = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&path)
+            .is_ok();
+        let media = FileMedia::open(&path, MediaOptions::default()).unwrap();
+        assert_eq!(media.direct(), kernel_takes_it);
+        let mut buf = AlignedBuf::new(4096);
+        assert_eq!(media.read_at(4096, &mut buf).unwrap(), 4096);
+        assert_eq!(&buf[..], &data[4096..]);
+    }
+
     #[test]
     fn bad_sector_size_and_kind_are_errors() {
         let (dir, path, _) = source(4096);

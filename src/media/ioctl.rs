@@ -69,11 +69,11 @@ mod tests {
         // Values as compiled from <linux/fs.h> on x86_64/aarch64.
         #[cfg(target_pointer_width = "64")]
         assert_eq!(
-            nix::request_code_read!(0x12, 114, std::mem::size_of::<usize>()) as u64,
+            nix::request_code_read!(0x12, 114, std::mem::size_of::<usize>()),
             0x8008_1272
         );
-        assert_eq!(nix::request_code_none!(0x12, 104) as u64, 0x1268);
-        assert_eq!(nix::request_code_none!(0x12, 123) as u64, 0x127b);
+        assert_eq!(nix::request_code_none!(0x12, 104), 0x1268);
+        assert_eq!(nix::request_code_none!(0x12, 123), 0x127b);
     }
 
     #[test]
