@@ -190,8 +190,15 @@ pub fn state_dir_for(
         .map(|h| h.join(".local/state/blkcache"))
 }
 
-/// The state directory of the calling user (see [`state_dir_for`]).
+/// Environment variable that overrides the state directory (tests, unusual layouts).
+pub const STATE_DIR_ENV: &str = "BLKCACHE_STATE_DIR";
+
+/// The state directory: `$BLKCACHE_STATE_DIR` if set, else the calling user's (see
+/// [`state_dir_for`]).
 pub fn state_dir() -> Result<PathBuf, CacheError> {
+    if let Some(dir) = std::env::var_os(STATE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
     let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
     // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.

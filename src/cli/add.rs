@@ -206,6 +206,8 @@ fn prepare(opts: &ServeOptions) -> anyhow::Result<Prepared> {
         }
         None => Arc::new(FileMedia::open(source, mopts)?),
     };
+    // Before any cache is made for media that cannot be served.
+    ublk::check_geometry(media.size(), media.sector_size())?;
     let identity = media::fingerprint(media.as_ref(), source)?;
     let info = SourceInfo {
         path: source.display().to_string(),

@@ -62,7 +62,7 @@ fn row(d: &Device) -> Row {
         size: d.config.size,
         sector_size: d.config.sector_size,
         state: d.state.as_str(),
-        pid: d.config.pid,
+        pid: d.pid,
         daemon_running: d.daemon_alive,
         needs_recovery: d.needs_recovery(),
         cached_bytes: cached,

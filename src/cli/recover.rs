@@ -39,7 +39,7 @@ pub fn run(args: RecoverArgs, verbose: u8) -> anyhow::Result<ExitCode> {
                 bail!(
                     "{} is served by daemon {}: nothing to recover",
                     dev.path().display(),
-                    dev.config.pid
+                    dev.pid
                 );
             }
             if !dev.needs_recovery() {

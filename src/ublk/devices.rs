@@ -65,7 +65,9 @@ pub struct Device {
     pub config: DeviceConfig,
     /// The kernel's state.
     pub state: DeviceState,
-    /// Whether the daemon recorded in the config is running.
+    /// The daemon's pid: the kernel's (`ublksrv_pid`, updated by recovery), else the config's.
+    pub pid: i32,
+    /// Whether that daemon is running.
     pub daemon_alive: bool,
 }
 
@@ -127,12 +129,23 @@ pub fn device(id: u32) -> Option<Device> {
     let text = std::fs::read_to_string(json_path(id)).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     let config = from_device_json(&json)?;
-    let state = UblkCtrl::new_simple(i32::try_from(id).ok()?)
-        .map(|c| DeviceState::from_kernel(c.dev_info().state))
-        .unwrap_or(DeviceState::Unknown);
+    let (state, kernel_pid) = match UblkCtrl::new_simple(i32::try_from(id).ok()?) {
+        Ok(c) => {
+            let info = c.dev_info();
+            (DeviceState::from_kernel(info.state), info.ublksrv_pid)
+        }
+        Err(_) => (DeviceState::Unknown, -1),
+    };
+    // The json's pid is the first daemon's: libublk keeps target data as it was on recovery.
+    let pid = if kernel_pid > 0 {
+        kernel_pid
+    } else {
+        config.pid
+    };
     Some(Device {
         id,
-        daemon_alive: daemon_alive(config.pid),
+        pid,
+        daemon_alive: daemon_alive(pid),
         config,
         state,
     })
@@ -170,17 +183,15 @@ pub enum Removal {
 pub fn remove(dev: &Device, wait: Duration) -> Result<Removal, RemoveError> {
     let mut outcome = Removal::Removed;
     if dev.daemon_alive {
-        kill(Pid::from_raw(dev.config.pid), Signal::SIGTERM).map_err(|source| {
-            RemoveError::Signal {
-                pid: dev.config.pid,
-                source,
-            }
+        kill(Pid::from_raw(dev.pid), Signal::SIGTERM).map_err(|source| RemoveError::Signal {
+            pid: dev.pid,
+            source,
         })?;
         let deadline = Instant::now() + wait;
-        while daemon_alive(dev.config.pid) && Instant::now() < deadline {
+        while daemon_alive(dev.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if !daemon_alive(dev.config.pid) {
+        if !daemon_alive(dev.pid) {
             outcome = Removal::DaemonStopped;
         }
     }
@@ -247,6 +258,7 @@ mod tests {
                 log: "/nonexistent/log".into(),
             },
             state: DeviceState::Live,
+            pid: 0,
             daemon_alive: false,
         }
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generate the guest's test data in DIR: an ISO9660 image (Rock Ridge + Joliet) of a few MiB of generated files,
-# the SHA-256 manifest of those files (paths relative to the ISO root) and the image's own checksum.
+# the SHA-256 manifest of those files (paths relative to the ISO root), the image's own checksum, and a small
+# second image (other.iso) for media changes.
 # Usage: make-data.sh DIR [SIZE_MIB]   (default 6 MiB of file data)
 # Must never write outside DIR.
 set -euo pipefail
@@ -25,5 +26,11 @@ xorriso -as mkisofs -quiet -R -J -V BLKCACHE_TEST -o "$dir/test.iso" "$tree" 2>/
 size=$(stat -c %s "$dir/test.iso")
 [ $((size % 2048)) -eq 0 ] || die "$dir/test.iso is not a whole number of 2048-byte sectors ($size)"
 sha256sum < "$dir/test.iso" | cut -d' ' -f1 > "$dir/test.iso.sha256"
+# A second, small disc for media-change tests (HOSTCMD change cd0 @DATA@/other.iso raw read-only).
+mkdir -p "$dir/other"
+head -c 300000 /dev/urandom > "$dir/other/other.bin"
+xorriso -as mkisofs -quiet -R -V BLKCACHE_OTHER -o "$dir/other.iso" "$dir/other" 2>/dev/null \
+    || die "xorriso could not make $dir/other.iso"
+rm -rf "$dir/other"
 rm -rf "$tree"
 log "test data in $dir: test.iso $((size / 1024)) KiB"

@@ -7,10 +7,10 @@
 # Options:
 #   --no-build        do not build blkcache; use the last static build (or --bin)
 #   --bin PATH        use this static blkcache binary (implies --no-build); "none": boot without blkcache
-#   --exec 'CMDS'     run these shell commands in the guest as a scenario named "exec" (PASS if they exit 0)
+#   --exec 'CMDS'     run these commands (busybox sh, set -ex, lib.sh loaded) as a scenario named "exec"
 #   --shell           interactive busybox shell on the console after the scenarios (needs a terminal)
-#   --timeout SECS    host-side limit for the whole guest run (default 240 + 200 per scenario)
-#   --scenario-timeout SECS   guest-side limit per scenario (default 300)
+#   --timeout SECS    host-side limit for the whole guest run (default 60 + (scenario limit + 40) per scenario)
+#   --scenario-timeout SECS   guest-side limit per scenario (default 120)
 #   --no-cd           boot without the emulated CD drive
 #   --extra-bin PATH  put another static binary into the guest's /bin (repeatable)
 #   -v, --verbose     stream the whole console, not only the result lines
@@ -19,7 +19,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-build=1 bin="" shell=0 host_timeout="" scen_timeout=300 cd=1 verbose=0 keep=0 exec_cmds="" extra_bins=()
+build=1 bin="" shell=0 host_timeout="" scen_timeout=120 cd=1 verbose=0 keep=0 exec_cmds="" extra_bins=()
 requested=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -44,9 +44,15 @@ ensure_packages "${HARNESS_PACKAGES[@]}"
 mkdir -p "$CACHE_DIR"
 work="$(mktemp -d "$CACHE_DIR/run.XXXXXX")"
 cleanup_work() {
+    # QEMU must not outlive this script (a killed test run, ^C): stop it by its own pid.
+    [ -n "${monitor_reader:-}" ] && kill "$monitor_reader" 2>/dev/null
+    if [ -s "$work/qemu.pid" ] && kill -0 "$(cat "$work/qemu.pid")" 2>/dev/null; then
+        kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
+    fi
     if [ $keep -eq 1 ]; then log "work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup_work EXIT
+trap 'exit 130' INT TERM
 
 # Scenario list: names and files.
 names=() files=()
@@ -97,7 +103,7 @@ for x in "${extra_bins[@]}"; do xargs+=(-x "$x"); done
 scen_csv="$(IFS=,; echo "${names[*]}")"
 append="console=ttyS0 panic=-1 quiet loglevel=3 blkcache.scenarios=$scen_csv blkcache.timeout=$scen_timeout"
 qemu_args=(-accel tcg -cpu max -m 1024 -smp 2 -nographic -no-reboot -nodefaults -no-user-config
-    -serial stdio -monitor "unix:$work/monitor.sock,server,nowait"
+    -serial stdio -monitor "pipe:$work/monitor" -pidfile "$work/qemu.pid"
     -kernel "$kdir/vmlinuz" -initrd "$work/initramfs.cpio")
 if [ $cd -eq 1 ]; then
     append="$append blkcache.cd=1"
@@ -107,23 +113,49 @@ if [ $cd -eq 1 ]; then
 fi
 [ $shell -eq 1 ] && append="$append blkcache.shell=1"
 qemu_args+=(-append "$append")
-[ -n "$host_timeout" ] || host_timeout=$((240 + 200 * ${#names[@]}))
+[ -n "$host_timeout" ] || host_timeout=$((60 + (scen_timeout + 40) * ${#names[@]}))
 [ $shell -eq 1 ] && host_timeout=$((host_timeout + 3600))
 
+# The QEMU monitor on FIFOs: the guest asks for a monitor command (eject, change) by printing
+# "HOSTCMD <command>" on its console; @DATA@ in it stands for the host's test data directory.
+mkfifo "$work/monitor.in" "$work/monitor.out"
+cat "$work/monitor.out" > "$work/monitor.log" 2>/dev/null &
+monitor_reader=$!
 log "booting $(cat "$kdir/version") under TCG: scenarios ${scen_csv:-none} (limit ${host_timeout}s)"
 console="$work/console.log"
 start=$(date +%s)
 set +e
 if [ $shell -eq 1 ]; then
-    timeout -k 10 "$host_timeout" qemu-system-x86_64 "${qemu_args[@]}" 2>&1 | tee "$console"
+    timeout --foreground -k 10 "$host_timeout" qemu-system-x86_64 "${qemu_args[@]}" 2>&1 | tee "$console"
     qemu_rc=${PIPESTATUS[0]}
 else
-    timeout -k 10 "$host_timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null 2>&1 \
-        | sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' | tee "$console" | if [ $verbose -eq 1 ]; then cat; else grep --line-buffered -E '(BOOT ready|SCENARIO |SUMMARY |BENCH|DEMO)'; fi
-    qemu_rc=${PIPESTATUS[0]}
+    # In the background, so that a TERM/INT to this script is handled at once (bash runs traps only between
+    # foreground commands) and the EXIT trap stops QEMU.
+    (
+        timeout --foreground -k 10 "$host_timeout" qemu-system-x86_64 "${qemu_args[@]}" < /dev/null 2>&1 \
+            | sed -u -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' | tee "$console" \
+            | while IFS= read -r line; do
+                case "$line" in
+                    *"HOSTCMD "*)
+                        cmd="${line#*HOSTCMD }"
+                        printf '%s\n' "${cmd//@DATA@/$work/data}" > "$work/monitor.in"
+                        ;;
+                esac
+                if [ $verbose -eq 1 ]; then
+                    printf '%s\n' "$line"
+                else
+                    case "$line" in *"BOOT ready"* | *"SCENARIO "* | *"SUMMARY "* | *BENCH* | *DEMO*) printf '%s\n' "$line" ;; esac
+                fi
+            done
+        rc=${PIPESTATUS[0]}
+        { echo "$rc" > "$work/qemu.rc"; } 2>/dev/null
+    ) &
+    wait $!
+    qemu_rc="$(cat "$work/qemu.rc" 2>/dev/null || echo 255)"
 fi
 set -e
 took=$(($(date +%s) - start))
+kill "$monitor_reader" 2>/dev/null || true
 # Plain text: no carriage returns, no terminal escapes from the firmware.
 sed -e 's/\r//g' -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1bc//g' "$console" > "$work/console.txt"
 cp "$work/console.txt" "$CACHE_DIR/last-console.log"
@@ -132,7 +164,7 @@ cp "$work/console.txt" "$CACHE_DIR/last-console.log"
 problems=()
 [ $qemu_rc -eq 124 ] || [ $qemu_rc -eq 137 ] && problems+=("QEMU was stopped by the host timeout after ${host_timeout}s")
 [ $qemu_rc -ne 0 ] && [ $qemu_rc -ne 124 ] && [ $qemu_rc -ne 137 ] && problems+=("QEMU exited with status $qemu_rc")
-grep -q '^BOOT ready' "$work/console.txt" || problems+=("the guest never reached its init (no 'BOOT ready' line)")
+grep -q 'BOOT ready' "$work/console.txt" || problems+=("the guest never reached its init (no 'BOOT ready' line)")
 for n in "${names[@]}"; do
     line="$(grep -E "^SCENARIO $n (PASS|FAIL)" "$work/console.txt" | tail -n1 || true)"
     case "$line" in

@@ -5,3 +5,4 @@ mod map_fuzz;
 mod media_blockdev;
 mod media_testmode;
 mod engine_durability;
+mod lifecycle;

@@ -10,6 +10,10 @@ ISO="$DATA/test.iso"
 fail() {
     echo "FAIL: $*" >&2
     echo "$*" > /tmp/fail-reason
+    # The daemons' side of the story, for the console: logs written during this scenario.
+    for log in $(find /tmp -name daemon.log -newer /tmp/scenario-start 2>/dev/null); do
+        tail -n 15 "$log" | sed "s|^|    $log: |" >&2
+    done
     exit 1
 }
 
@@ -23,6 +27,25 @@ must() {
 # expect_eq WHAT GOT WANT
 expect_eq() {
     [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"
+}
+
+# host_cmd MONITOR-COMMAND: ask the host to run a QEMU monitor command (run.sh reads "HOSTCMD ..." from the
+# console). The CD drive is "cd0"; @DATA@ is the host's copy of /data. E.g. host_cmd "eject -f cd0",
+# host_cmd "change cd0 @DATA@/other.iso raw read-only". Asynchronous: poll for the effect (wait_for).
+host_cmd() {
+    echo "HOSTCMD $*" > /dev/console
+}
+
+# wait_for SECS CMD...: run CMD every 0.2 s until it succeeds; fail after SECS.
+wait_for() {
+    w_end=$(($1 * 5))
+    shift
+    w_i=0
+    until "$@" > /dev/null 2>&1; do
+        w_i=$((w_i + 1))
+        [ $w_i -ge $w_end ] && fail "gave up waiting for: $*"
+        sleep 0.2
+    done
 }
 
 # dev_stat DEV FIELD: a field of /sys/block/DEV/stat (1: reads completed, 3: 512-byte sectors read).

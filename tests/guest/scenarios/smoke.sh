@@ -1,5 +1,6 @@
 # smoke: the harness itself. Modules are loaded, ublk control exists, the emulated CD has 2048-byte sectors and
-# reads the test ISO, scsi_debug injects a medium error that an O_DIRECT read sees as ENODATA.
+# reads the test ISO, scsi_debug injects a medium error that an O_DIRECT read sees as ENODATA, and the host's QEMU
+# monitor ejects and changes the disc on request.
 . /scenarios/lib.sh
 
 for m in ublk_drv loop sr_mod isofs virtio_scsi; do
@@ -32,6 +33,15 @@ expect_direct_error "/dev/$sdev" 2048 100 "No data available"
 expect_direct_error "/dev/$sdev" 2048 103 "No data available"
 must dd if="/dev/$sdev" of=/dev/null bs=2048 skip=104 count=1 iflag=direct status=none
 scsi_debug_unload
+
+# Media change through the host's QEMU monitor: eject, insert the other disc, then the test disc again.
+host_cmd "eject -f cd0"
+wait_for 20 sh -c '! dd if=/dev/sr0 of=/dev/null bs=2048 count=1 iflag=direct'
+note "ejected: $(dd if=/dev/sr0 of=/dev/null bs=2048 count=1 iflag=direct 2>&1 | tail -n1)"
+host_cmd "change cd0 @DATA@/other.iso raw read-only"
+wait_for 20 cmp /dev/sr0 "$DATA/other.iso"
+host_cmd "change cd0 @DATA@/test.iso raw read-only"
+wait_for 20 cmp /dev/sr0 "$ISO"
 
 if command -v blkcache > /dev/null; then
     blkcache --version || fail "blkcache --version failed"

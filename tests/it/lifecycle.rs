@@ -1,0 +1,239 @@
+//! The `add`/`list`/`del`/`recover` commands on the host, through the real binary: cache
+//! creation and reuse, refusals naming both values, and a start that fails reporting instead of
+//! hanging. Serving itself needs the kernel's ublk driver: that is the guest scenarios' job
+//! (`guest.rs`); here, with no driver, `add` must fail saying so; with one, it must serve.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn blkcache(args: &[&str], state: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_blkcache"))
+        .args(args)
+        .env("BLKCACHE_STATE_DIR", state)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cannot run the blkcache binary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ublk_present() -> bool {
+    Path::new("/dev/ublk-control").exists()
+}
+
+/// For tests of what happens without the driver (this project's hosts and CI have none).
+fn expect_no_ublk_driver() {
+    assert!(
+        !ublk_present(),
+        "this test checks behaviour without the ublk driver, but /dev/ublk-control exists; \
+         serving is tested in the guest (tests/guest)"
+    );
+}
+
+/// A file of `sectors` 512-byte sectors with varied bytes.
+fn source(dir: &Path, name: &str, sectors: usize, seed: u8) -> std::path::PathBuf {
+    let data: Vec<u8> = (0..sectors * 512)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    let p = dir.join(name);
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn add_makes_the_cache_and_reports_a_failed_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path(), "a.img", 64, 1);
+    let cache = tmp.path().join("cache");
+    let out = blkcache(
+        &[
+            "add",
+            src.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    for f in ["image", "mapfile", "blkcache.json"] {
+        assert!(
+            cache.join(f).exists(),
+            "no {f} in the cache; {}",
+            text(&out)
+        );
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("blkcache.json")).unwrap()).unwrap();
+    assert_eq!(meta["size"], 64 * 512);
+    assert_eq!(meta["sector_size"], 512);
+    assert_eq!(
+        meta["source"],
+        src.canonicalize().unwrap().to_str().unwrap()
+    );
+    let map = std::fs::read_to_string(cache.join("mapfile")).unwrap();
+    assert!(
+        map.lines()
+            .any(|l| l.split_whitespace().eq(["0x00000000", "0x00008000", "?"])),
+        "{map}"
+    );
+    if ublk_present() {
+        assert!(out.status.success(), "{}", text(&out));
+        let dev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let del = blkcache(&["del", &dev], tmp.path());
+        assert!(del.status.success(), "{}", text(&del));
+    } else {
+        // The daemon reported its failure through the pipe; its log has it too.
+        assert!(!out.status.success(), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("ublk driver"), "{}", text(&out));
+        let log = std::fs::read_to_string(cache.join("daemon.log")).unwrap();
+        assert!(log.contains("ublk driver"), "log: {log}");
+    }
+}
+
+#[test]
+fn foreground_without_driver_fails_at_once() {
+    expect_no_ublk_driver();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path(), "a.img", 8, 2);
+    let cache = tmp.path().join("c");
+    let out = blkcache(
+        &[
+            "add",
+            src.to_str().unwrap(),
+            "--cache",
+            cache.to_str().unwrap(),
+            "--foreground",
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ublk driver"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn cache_of_other_media_is_refused_naming_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a.img", 64, 1);
+    let b = source(tmp.path(), "b.img", 128, 1);
+    let c = source(tmp.path(), "c.img", 64, 9);
+    let cache = tmp.path().join("cache");
+    let cache_s = cache.to_str().unwrap();
+    let first = blkcache(
+        &["add", a.to_str().unwrap(), "--cache", cache_s],
+        tmp.path(),
+    );
+    if ublk_present() {
+        let dev = String::from_utf8_lossy(&first.stdout).trim().to_string();
+        blkcache(&["del", &dev], tmp.path());
+    }
+    let mapfile_before = std::fs::read(cache.join("mapfile")).unwrap();
+
+    let out = blkcache(
+        &["add", b.to_str().unwrap(), "--cache", cache_s],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("32768") && err.contains("65536") && err.contains("refusing"),
+        "{}",
+        text(&out)
+    );
+
+    let out = blkcache(
+        &["add", c.to_str().unwrap(), "--cache", cache_s],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to media") && err.contains("refusing"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(cache.join("mapfile")).unwrap(),
+        mapfile_before
+    );
+}
+
+#[test]
+fn default_cache_dir_is_per_media_under_the_state_dir() {
+    expect_no_ublk_driver();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = source(tmp.path(), "a.img", 16, 3);
+    let b = source(tmp.path(), "b.img", 16, 4);
+    let state = tmp.path().join("state");
+    for s in [&a, &a, &b] {
+        // Fails to serve (no driver), after choosing and creating the cache.
+        blkcache(&["add", s.to_str().unwrap()], &state);
+    }
+    let root = state;
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap_or_else(|e| panic!("no state dir {}: {e}", root.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "one cache per media: {dirs:?}");
+    for d in &dirs {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(d.join("blkcache.json")).unwrap()).unwrap();
+        assert_eq!(
+            d.file_name().unwrap().to_str().unwrap(),
+            meta["identity"].as_str().unwrap()
+        );
+    }
+}
+
+#[test]
+fn offline_needs_an_existing_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = blkcache(
+        &[
+            "add",
+            "--offline",
+            tmp.path().join("nope").to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a blkcache cache"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn list_del_recover_without_devices() {
+    expect_no_ublk_driver();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = blkcache(&["list", "--json"], tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!([]));
+
+    let out = blkcache(&["del", "/dev/ublkb7"], tmp.path());
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no blkcache device for /dev/ublkb7"),
+        "{}",
+        text(&out)
+    );
+
+    let out = blkcache(&["recover"], tmp.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = blkcache(&["recover", "3"], tmp.path());
+    assert!(!out.status.success(), "{}", text(&out));
+}
