@@ -40,7 +40,7 @@ pub enum Command {
 /// Logs go to stderr; RUST_LOG wins over -v.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "info",
+        0 => "info,libublk=warn",
         1 => "debug",
         _ => "trace",
     };
