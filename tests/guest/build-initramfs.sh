@@ -22,7 +22,7 @@ done
 shift $((OPTIND - 1))
 [ -n "$out" ] && [ -n "$kdir" ] || die "build-initramfs.sh needs -o OUT and -k KERNEL_DIR"
 [ -f "$kdir/.complete" ] || die "kernel dir $kdir is incomplete (run fetch-kernel.sh)"
-ensure_packages busybox-static cpio
+ensure_packages busybox-static cpio file
 
 busybox=/bin/busybox
 file -L "$busybox" 2>/dev/null | grep -q 'dynamically' && die "$busybox is not static (install busybox-static)"

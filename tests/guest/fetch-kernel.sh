@@ -31,8 +31,7 @@ rm -rf "$kdir"
 mkdir -p "$kdir/modules"
 work="$(mktemp -d "$CACHE_DIR/fetch.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download "$pkg" >&2 2>/dev/null) || (cd "$work" && apt-get download "$pkg" >&2) \
-    || die "apt-get download $pkg failed"
+(cd "$work" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
 dpkg -x "$work"/*.deb "$work/x" || die "dpkg -x failed on $pkg"
 cp "$work"/x/boot/vmlinuz-* "$kdir/vmlinuz"
 cp "$work"/x/boot/config-* "$kdir/config"

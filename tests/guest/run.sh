@@ -45,7 +45,7 @@ mkdir -p "$CACHE_DIR"
 work="$(mktemp -d "$CACHE_DIR/run.XXXXXX")"
 cleanup_work() {
     # QEMU must not outlive this script (a killed test run, ^C): stop it by its own pid.
-    [ -n "${monitor_reader:-}" ] && kill "$monitor_reader" 2>/dev/null
+    if [ -n "${monitor_reader:-}" ]; then kill "$monitor_reader" 2>/dev/null || true; fi
     if [ -s "$work/qemu.pid" ] && kill -0 "$(cat "$work/qemu.pid")" 2>/dev/null; then
         kill "$(cat "$work/qemu.pid")" 2>/dev/null || true
     fi
