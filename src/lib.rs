@@ -7,9 +7,9 @@
 //! - [`engine`]: the read path joining the three;
 //! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine.
 
+pub mod cache;
 pub mod engine;
 pub mod image;
-pub mod cache;
 pub mod map;
 pub mod media;
 pub mod ublk;
