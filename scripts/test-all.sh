@@ -14,4 +14,4 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
 echo "== cargo test (includes the QEMU guest scenarios)"
-cargo test --all-targets -- --test-threads=2
+cargo test --all-targets
