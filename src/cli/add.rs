@@ -217,6 +217,12 @@ fn prepare(opts: &ServeOptions) -> anyhow::Result<Prepared> {
     };
     let dir = match &opts.cache {
         Some(d) => d.clone(),
+        // A size-only identity would let two damaged discs of one size share a cache.
+        None if !identity.head_read => anyhow::bail!(
+            "the first 64 KiB of {} cannot be read, so blkcache cannot tell this media from other \
+             media of the same size; name its cache yourself with --cache DIR",
+            source.display()
+        ),
         None => cache::default_dir(&info.identity)?,
     };
     let (cache, created) = Cache::open_or_create(&dir, &info)?;

@@ -237,3 +237,38 @@ fn list_del_recover_without_devices() {
     let out = blkcache(&["recover", "3"], tmp.path());
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// Media whose first 64 KiB cannot be read has only a size-based identity: two such discs of
+/// one size would share a cache, so the cache must be named by hand.
+#[test]
+fn unreadable_start_needs_an_explicit_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path(), "a.img", 256, 3);
+    let damage = tmp.path().join("damage.map");
+    std::fs::write(
+        &damage,
+        "0x00000000     +               1\n0x00000000  0x00000200  -\n0x00000200  0x0001FE00  +\n",
+    )
+    .unwrap();
+    let state = tmp.path().join("state");
+    let out = blkcache(
+        &[
+            "add",
+            src.to_str().unwrap(),
+            "--test-mode",
+            damage.to_str().unwrap(),
+        ],
+        &state,
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot be read") && err.contains("--cache DIR"),
+        "{}",
+        text(&out)
+    );
+    let made: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(made.is_empty(), "a cache was made: {made:?}");
+}
