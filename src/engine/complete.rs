@@ -1,6 +1,10 @@
 //! Landing a fetch: the media bytes go into the image, and only then is the range marked `+`;
 //! a medium error marks the range `*` (a chunk) or `-` (a sector); any other error marks nothing.
 //! Every outcome releases the fetch's claim and wakes the requests waiting on it.
+//!
+//! Before any of that, the media is asked whether its medium changed since it was opened: the
+//! bytes (or the error: an eject gives EIO, which looks like a bad sector) may come from another
+//! disc, or none. Then nothing is written nor marked, and the request fails with `MediaChanged`.
 
 use std::io;
 use std::sync::Arc;
@@ -23,6 +27,19 @@ impl Engine {
         debug_assert!(Arc::ptr_eq(&inner, &self.inner), "fetch of another engine");
         let counters = &inner.counters;
         AtomicCounters::bump(&counters.media_reads, 1);
+        // After the read, before anything lands: a swap between `step`'s check and the read
+        // is seen here (the kernel keeps the change flagged until someone asks).
+        if inner.media_changed() {
+            if data.is_err() {
+                AtomicCounters::bump(&counters.media_errors, 1);
+            }
+            inner.release(fetch.lo, None);
+            AtomicCounters::bump(&counters.errors, 1);
+            AtomicCounters::bump(&counters.misses, 1);
+            return Err(EngineError::MediaChanged {
+                offset: fetch.offset,
+            });
+        }
         let need = (fetch.hi - fetch.offset) as usize;
         let failure = match data {
             Ok(bytes) if bytes.len() >= need => {

@@ -26,6 +26,17 @@ pub enum EngineError {
         #[source]
         source: io::Error,
     },
+    /// The disc was changed or removed while being served: only cached bytes can be read until
+    /// the device is deleted and added again (the new disc then gets its own cache). Latched:
+    /// every later miss fails with it, and nothing is marked from the media any more.
+    #[error(
+        "the media was changed or removed since blkcache opened it: bytes at offset {offset} are not cached \
+         and cannot be read from it (cached bytes still are); run `blkcache del`, then `blkcache add` again"
+    )]
+    MediaChanged {
+        /// Start of the media read that was refused or discarded.
+        offset: u64,
+    },
     /// The image could not be read, written or synced (a full disk among others).
     #[error(transparent)]
     Image(#[from] ImageError),
@@ -89,6 +100,11 @@ impl EngineError {
             self,
             EngineError::BadSector { .. } | EngineError::Media { .. }
         )
+    }
+
+    /// Whether the media was changed or removed under the engine (latched).
+    pub fn is_media_changed(&self) -> bool {
+        matches!(self, EngineError::MediaChanged { .. })
     }
 
     /// Whether it is an unreadable sector.

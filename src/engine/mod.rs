@@ -20,6 +20,12 @@
 //!   touching a bad sector still caches its other sectors, then fails with `BadSector`.
 //! - Errors that are not medium errors (no disc, short read, a full image disk) mark nothing and
 //!   fail the request.
+//! - A media change (disc swapped or ejected, `Media::media_changed`) is checked before each
+//!   fetch and again in `complete` after the read, before anything is marked: once seen it is
+//!   latched, every later miss fails with `MediaChanged`, the map is never again updated from
+//!   the media, and `+` bytes keep being served. Checking after the read matters: a swap between
+//!   the first check and the read would otherwise land the new disc's bytes (or mark the old
+//!   disc's sectors bad from the EIO an eject gives).
 //!
 //! It must never mark `+` before the bytes are in the image, and never save a map claiming bytes
 //! that are not durable (see `persist.rs`). Saving is explicit: the owner calls `maybe_save`
@@ -34,6 +40,7 @@ mod request;
 mod step;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -88,6 +95,8 @@ pub(crate) struct Inner {
     released: Condvar,
     counters: AtomicCounters,
     saver: Mutex<SaveState>,
+    /// Latched once the media reported a change: no fetch is issued or landed after that.
+    media_changed: AtomicBool,
 }
 
 impl std::fmt::Debug for Inner {
@@ -194,6 +203,7 @@ impl Engine {
                 saved_version: 0,
                 last_attempt: now,
             }),
+            media_changed: AtomicBool::new(false),
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -272,6 +282,11 @@ impl Engine {
         lock(&self.inner.state).mapfile.map.status_at(pos)
     }
 
+    /// Whether a media change was seen (latched): from then on only cached bytes are served.
+    pub fn media_changed(&self) -> bool {
+        self.inner.media_changed.load(Ordering::Acquire)
+    }
+
     /// Number of fetches in flight (for tests and status).
     pub fn claims_in_flight(&self) -> usize {
         lock(&self.inner.state).claims.len()
@@ -279,6 +294,29 @@ impl Engine {
 }
 
 impl Inner {
+    /// Whether the media must not be read (nor a read of it landed) because its medium changed.
+    /// Asks the media (which may block for a drive round trip: never call it under `state`)
+    /// until a change is seen, then latches it and says once, loudly, what to do.
+    fn media_changed(&self) -> bool {
+        if self.media_changed.load(Ordering::Acquire) {
+            return true;
+        }
+        if !self.media.media_changed() {
+            return false;
+        }
+        if !self.media_changed.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                media = %self.media.describe(),
+                mapfile = %self.mapfile_path.display(),
+                "the disc was changed or removed while blkcache serves it: cached sectors are still \
+                 served, every other read now fails (ENOMEDIUM) and the map is no longer updated from \
+                 this drive. Run `blkcache del` on this device, then `blkcache add` again: the disc \
+                 now in the drive gets the cache of its own identity"
+            );
+        }
+        true
+    }
+
     /// Releases the claim starting at `lo`, first marking `[lo, hi)` as `status` if given, and
     /// wakes waiters. Marking and releasing happen under one lock: no request ever sees the
     /// range unclaimed with its old status after the fetch landed.

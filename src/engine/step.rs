@@ -1,8 +1,8 @@
 //! Planning a request: `begin` and `step`. Serves `+` bytes from the image (the hit path: one
 //! O(log n) map lookup per run, one copy, no allocation) and decides the next media read.
 //!
-//! Must never claim a byte that is `+` or already claimed, and never copy a byte out of the image
-//! that is not `+`.
+//! Must never claim a byte that is `+` or already claimed, never copy a byte out of the image
+//! that is not `+`, and never hand out a fetch once the media changed.
 
 use std::sync::Arc;
 
@@ -87,12 +87,14 @@ impl Engine {
                     let chunk = inner.cfg.read_size as u64;
                     let start = align_down(req.pos, chunk);
                     let fetch = self.claim(&mut state, req, run, start, start + chunk);
-                    return Ok(Step::Fetch(fetch));
+                    drop(state);
+                    return self.checked(fetch);
                 }
                 Status::NonTrimmed | Status::NonScraped => {
                     let start = align_down(req.pos, sector);
                     let fetch = self.claim(&mut state, req, run, start, start + sector);
-                    return Ok(Step::Fetch(fetch));
+                    drop(state);
+                    return self.checked(fetch);
                 }
                 Status::BadSector => {
                     let start = align_down(req.pos, sector);
@@ -103,7 +105,8 @@ impl Engine {
                     if req.retries < inner.cfg.bad_retries {
                         req.retries += 1;
                         let fetch = self.claim(&mut state, req, run, start, start + sector);
-                        return Ok(Step::Fetch(fetch));
+                        drop(state);
+                        return self.checked(fetch);
                     }
                     req.first_bad.get_or_insert(req.pos);
                     // With retries, go on sector by sector (each gets its retries); without,
@@ -127,6 +130,18 @@ impl Engine {
         };
         AtomicCounters::bump(counter, 1);
         Ok(Step::Done)
+    }
+
+    /// Hands out `fetch` unless the media changed (checked after claiming, outside the state
+    /// lock, since asking a drive takes a round trip); if it did, dropping the fetch releases
+    /// its claim marking nothing.
+    fn checked(&self, fetch: Fetch) -> Result<Step, EngineError> {
+        if self.inner.media_changed() {
+            return Err(EngineError::MediaChanged {
+                offset: fetch.offset,
+            });
+        }
+        Ok(Step::Fetch(fetch))
     }
 
     /// Claims the largest range around `req.pos` inside the window `[win_lo, win_hi)`, the run

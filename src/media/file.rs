@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::change::ChangeWatch;
 use super::{ioctl, is_aligned, valid_sector_size, AlignedBuf, Media, MediaError};
 
 /// How to open media.
@@ -43,6 +44,8 @@ pub struct FileMedia {
     block_device: bool,
     removable: Option<bool>,
     physical_block_size: Option<u32>,
+    /// Media-change detection (block devices only: a regular file's bytes stay its own).
+    watch: Option<ChangeWatch>,
 }
 
 impl FileMedia {
@@ -107,6 +110,8 @@ impl FileMedia {
         } else {
             (None, None)
         };
+        // Armed on the descriptor that will serve, before the caller reads the identity.
+        let watch = block_device.then(|| ChangeWatch::arm(file.as_fd(), size));
         Ok(FileMedia {
             file,
             path: path.to_owned(),
@@ -116,6 +121,7 @@ impl FileMedia {
             block_device,
             removable,
             physical_block_size,
+            watch,
         })
     }
 
@@ -137,15 +143,6 @@ impl FileMedia {
     /// The device's physical block size (`BLKPBSZGET`), for block devices.
     pub fn physical_block_size(&self) -> Option<u32> {
         self.physical_block_size
-    }
-
-    /// For optical drives: whether the disc changed since the last call (`CDROM_MEDIA_CHANGED`);
-    /// `None` where the device cannot tell (not a CD-ROM drive, a plain file).
-    pub fn media_changed(&self) -> Option<bool> {
-        if !self.block_device {
-            return None;
-        }
-        ioctl::cdrom_media_changed_now(self.file.as_fd()).ok()
     }
 
     /// pread until `buf` is full or the end of the file; bounces through an aligned buffer if the
@@ -182,6 +179,11 @@ impl Media for FileMedia {
     }
     fn latency(&self) -> Duration {
         Duration::ZERO
+    }
+    fn media_changed(&self) -> bool {
+        self.watch
+            .as_ref()
+            .is_some_and(|w| w.check(self.file.as_fd()))
     }
     fn describe(&self) -> String {
         let kind = match (self.block_device, self.removable) {

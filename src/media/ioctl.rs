@@ -20,6 +20,9 @@ nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int)
 // <linux/fs.h>: #define BLKPBSZGET _IO(0x12,123)   /* physical block size (unsigned int *arg) */
 nix::ioctl_read_bad!(blkpbszget, nix::request_code_none!(0x12, 123), libc::c_uint);
 
+// <linux/fs.h>: #define BLKGETDISKSEQ _IOR(0x12,128,__u64)  /* get disk sequence number (Linux 5.15+) */
+nix::ioctl_read!(blkgetdiskseq, 0x12, 128, u64);
+
 // <linux/cdrom.h>: #define CDROM_MEDIA_CHANGED 0x5325  /* Check is media changed  */
 //                  #define CDSL_CURRENT ((int) (~0U>>1))  /* arg: the current slot */
 nix::ioctl_write_int_bad!(cdrom_media_changed, 0x5325);
@@ -50,8 +53,20 @@ pub fn physical_block_size(fd: BorrowedFd<'_>) -> nix::Result<u32> {
     Ok(size)
 }
 
-/// Whether an optical drive's medium changed since the last call (and since open); `Err` on
-/// devices that are not CD-ROM drives (ENOTTY) or without a disc.
+/// The disk sequence number: bumped by the block layer each time it handles a media change
+/// (when something opens the device after a change), never reused while the system runs.
+/// `Err` on kernels before 5.15 (ENOTTY) and on regular files.
+pub fn disk_seq(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    let mut seq: u64 = 0;
+    // SAFETY: valid descriptor; BLKGETDISKSEQ writes exactly one u64 through the pointer, which
+    // points at a live, writable u64 on our stack.
+    unsafe { blkgetdiskseq(fd.as_raw_fd(), &mut seq) }?;
+    Ok(seq)
+}
+
+/// Whether an optical drive's medium changed since the last call of this ioctl by anyone (the
+/// flag is one per drive, shared by every caller, and consumed by the call; see `change.rs`);
+/// `Err` on devices that are not CD-ROM drives (ENOTTY, EINVAL) and on regular files.
 pub fn cdrom_media_changed_now(fd: BorrowedFd<'_>) -> nix::Result<bool> {
     // SAFETY: valid descriptor; CDROM_MEDIA_CHANGED takes an integer slot argument by value and
     // writes no memory.
@@ -74,6 +89,7 @@ mod tests {
         );
         assert_eq!(nix::request_code_none!(0x12, 104), 0x1268);
         assert_eq!(nix::request_code_none!(0x12, 123), 0x127b);
+        assert_eq!(nix::request_code_read!(0x12, 128, 8), 0x8008_1280);
     }
 
     #[test]
@@ -82,5 +98,6 @@ mod tests {
         assert_eq!(size_bytes(file.as_fd()), Err(nix::errno::Errno::ENOTTY));
         assert!(logical_sector_size(file.as_fd()).is_err());
         assert!(cdrom_media_changed_now(file.as_fd()).is_err());
+        assert!(disk_seq(file.as_fd()).is_err());
     }
 }

@@ -4,13 +4,15 @@
 //! This module must never open the source writable: every open here is `O_RDONLY`.
 //!
 //! ```text
-//!   Media (trait) ── FileMedia   file or block device, O_DIRECT when it takes it
+//!   Media (trait) ── FileMedia   file or block device, O_DIRECT when it takes it; a disc
+//!                 │              swap or eject is noticed by change::ChangeWatch
 //!                 └─ TestMedia   a FileMedia + a ddrescue damage map, latency, read counts
 //!   identity::fingerprint(&dyn Media) -> Identity   (size, sector size, first 64 KiB)
 //!   AlignedBuf                                      (4096-aligned buffers for O_DIRECT)
 //! ```
 
 mod aligned;
+mod change;
 mod file;
 pub mod identity;
 mod ioctl;
@@ -47,6 +49,14 @@ pub trait Media: Send + Sync {
     fn injected(&self, offset: u64, len: u64) -> Option<io::Error>;
     /// Test-mode latency per read (zero for real media).
     fn latency(&self) -> Duration;
+    /// Whether the medium was changed or removed since the media was opened (a disc swapped or
+    /// ejected): its bytes may no longer be the identified disc's. Once `true`, always `true`.
+    /// May ask the drive (a TEST UNIT READY on optical drives), so it can block for a drive
+    /// round trip: never call it under a lock that hits need. Default `false`: media whose
+    /// bytes cannot change under an open descriptor (regular files, the offline stand-in).
+    fn media_changed(&self) -> bool {
+        false
+    }
     /// One line for logs and status: path, kind, sector size, O_DIRECT or not.
     fn describe(&self) -> String;
 }

@@ -173,6 +173,9 @@ impl Media for TestMedia {
     fn latency(&self) -> Duration {
         self.latency
     }
+    fn media_changed(&self) -> bool {
+        self.inner.media_changed()
+    }
     fn describe(&self) -> String {
         format!("test-mode {}", self.inner.describe())
     }

@@ -7,10 +7,12 @@ use crate::engine::EngineError;
 /// The `-errno` for a failed read: media and image failures are EIO (what a disk returns for an
 /// unreadable sector; the block layer logs it as an I/O error), a full image disk ENOSPC is still
 /// EIO to the reader (the cache failed, not the media), a request past the end or a malformed
-/// request EINVAL.
+/// request EINVAL, an uncached read after the disc was swapped or ejected ENOMEDIUM ("No medium
+/// found": the disc that was cached is gone; not EIO, which would read as a bad sector).
 pub fn read_errno(err: &EngineError) -> i32 {
     match err {
         EngineError::OutOfRange { .. } | EngineError::BufferSize { .. } => -libc::EINVAL,
+        EngineError::MediaChanged { .. } => -libc::ENOMEDIUM,
         _ => -libc::EIO,
     }
 }
@@ -44,9 +46,19 @@ mod tests {
                 size: 4096,
             },
             EngineError::Config("x".into()),
+            EngineError::MediaChanged { offset: 4096 },
         ];
         let got: Vec<i32> = errs.iter().map(read_errno).collect();
-        assert_eq!(got, [-libc::EIO, -libc::EIO, -libc::EINVAL, -libc::EIO]);
+        assert_eq!(
+            got,
+            [
+                -libc::EIO,
+                -libc::EIO,
+                -libc::EINVAL,
+                -libc::EIO,
+                -libc::ENOMEDIUM
+            ]
+        );
     }
 
     #[test]

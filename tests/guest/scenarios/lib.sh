@@ -191,6 +191,71 @@ show_daemon_log() {
     return 0
 }
 
+# range_of FILE POS LEN OUT [direct]: copy LEN bytes at byte offset POS of FILE to OUT; with "direct", one O_DIRECT
+# read per block (POS and LEN multiples of 512, and of the device's logical block size). Fails if the read fails.
+range_of() {
+    if [ "${5:-}" = direct ]; then
+        # The largest block size (64 KiB, 2 KiB, 512) that divides both: O_DIRECT needs whole aligned blocks.
+        for r_bs in 65536 2048 512; do
+            [ $(($2 % r_bs)) -eq 0 ] && [ $(($3 % r_bs)) -eq 0 ] && break
+        done
+        dd if="$1" of="$4" bs=$r_bs skip=$(($2 / r_bs)) count=$(($3 / r_bs)) iflag=direct status=none \
+            || fail "O_DIRECT read of $1 at $2 (+$3) failed"
+    else
+        dd if="$1" of="$4" bs=65536 skip="$2" count="$3" iflag=skip_bytes,count_bytes status=none \
+            || fail "read of $1 at $2 (+$3) failed"
+    fi
+}
+
+# expect_same_range DEV SRC POS LEN: an O_DIRECT read of DEV at POS (+LEN) succeeds and equals SRC's bytes there.
+expect_same_range() {
+    range_of "$1" "$3" "$4" /tmp/esr.got direct
+    range_of "$2" "$3" "$4" /tmp/esr.ref
+    cmp /tmp/esr.got /tmp/esr.ref > /dev/null || fail "$1 at $3 (+$4) differs from $2"
+}
+
+# map_runs_of MAPFILE STATUSCHAR: the runs of one status, "pos size" per line (decimal).
+map_runs_of() {
+    map_runs "$1" | awk -v s="$2" '$3 == s { print $1, $2 }'
+}
+
+# tree_sums DIR: sha256 of every file under DIR, sorted by path (compare before/after to prove nothing changed).
+tree_sums() {
+    [ -d "$1" ] || fail "no directory $1"
+    (cd "$1" && find . -type f | sort | xargs sha256sum)
+}
+
+# daemon_counter LOG NAME: NAME (hits, misses, errors, media_reads, media_bytes, media_errors) from the last
+# "served counters=Counters { ... }" line a daemon wrote to LOG when it stopped (the log holds ANSI colour codes
+# around field names: only the Debug text inside the braces is parsed).
+daemon_counter() {
+    [ -r "$1" ] || fail "no daemon log $1"
+    dc_line="$(tr -d '\033' < "$1" | grep 'served.*Counters {' | tail -n1)"
+    [ -n "$dc_line" ] || fail "no 'served counters=Counters {...}' line in $1"
+    dc_v="$(echo "$dc_line" | sed -n "s/.*[ {]$2: \([0-9]*\).*/\1/p")"
+    [ -n "$dc_v" ] || fail "no counter $2 in: $dc_line"
+    echo "$dc_v"
+}
+
+# dev_inflight_reads DEV: read requests in flight in the block layer for DEV (field 1 of /sys/block/DEV/inflight).
+dev_inflight_reads() {
+    [ -r "/sys/block/$1/inflight" ] || fail "no /sys/block/$1/inflight"
+    awk '{ print $1 }' "/sys/block/$1/inflight"
+}
+
+# expect_fails_with WHAT TEXT CMD...: CMD fails (non-zero) and its stderr+stdout contain TEXT; prints the output.
+expect_fails_with() {
+    efw_what="$1"
+    efw_text="$2"
+    shift 2
+    efw_out="$("$@" 2>&1)" && fail "$efw_what: succeeded, expected a failure saying '$efw_text' (output: $efw_out)"
+    case "$efw_out" in
+        *"$efw_text"*) ;;
+        *) fail "$efw_what: failed saying '$efw_out', expected '$efw_text'" ;;
+    esac
+    echo "$efw_out"
+}
+
 # cleanup: undo whatever a scenario left (mounts, blkcache devices and daemons, scsi_debug).
 cleanup() {
     for m in $(awk '$2 ~ "^/mnt/" { print $2 }' /proc/mounts | sort -r); do
