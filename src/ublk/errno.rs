@@ -7,8 +7,10 @@ use crate::engine::EngineError;
 /// The `-errno` for a failed read: media and image failures are EIO (what a disk returns for an
 /// unreadable sector; the block layer logs it as an I/O error), a full image disk ENOSPC is still
 /// EIO to the reader (the cache failed, not the media), a request past the end or a malformed
-/// request EINVAL, an uncached read after the disc was swapped or ejected ENOMEDIUM ("No medium
-/// found": the disc that was cached is gone; not EIO, which would read as a bad sector).
+/// request EINVAL, an uncached read after the disc was swapped or ejected ENOMEDIUM (the disc that
+/// was cached is gone). Linux 6.12's ublk driver turns any errno it has no block status for,
+/// ENOMEDIUM included, into BLK_STS_IOERR, so readers see EIO either way (seen in the guest); the
+/// daemon's log says which it was.
 pub fn read_errno(err: &EngineError) -> i32 {
     match err {
         EngineError::OutOfRange { .. } | EngineError::BufferSize { .. } => -libc::EINVAL,

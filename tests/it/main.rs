@@ -1,5 +1,6 @@
 mod engine;
 mod engine_durability;
+mod engine_media_change;
 mod guest;
 mod lifecycle;
 mod map_ddrescue;

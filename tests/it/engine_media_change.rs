@@ -1,0 +1,215 @@
+//! A medium swapped under a running engine never lands in its cache. The real part: a read-only
+//! loop device whose backing file is swapped with `LOOP_CHANGE_FD` (the kernel's own "change the
+//! disc" for read-only loop devices, which live CDs use; it bumps the disk sequence number like a
+//! disc change) or resized with `losetup --set-capacity`. Optical drives are covered in the guest
+//! (`tests/guest/scenarios/h_disc_swap.sh`).
+//!
+//! Needs `losetup` and the right to attach loop devices (root); fails saying so otherwise.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use blkcache::engine::{Engine, EngineConfig, EngineError};
+use blkcache::image::Image;
+use blkcache::map::{Mapfile, Meta, Status};
+use blkcache::media::{AlignedBuf, FileMedia, Media, MediaOptions};
+use rand::{RngCore, SeedableRng};
+
+const SIZE: usize = 4 << 20;
+const SECTOR: u32 = 2048;
+
+/// A read-only loop device, detached on drop.
+struct Loop(PathBuf);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let out = Command::new("losetup")
+            .args(["--find", "--show", "--read-only", "--sector-size"])
+            .arg(SECTOR.to_string())
+            .arg(file)
+            .output()
+            .expect("losetup (util-linux) is needed for the media-change tests");
+        assert!(
+            out.status.success(),
+            "cannot attach a loop device (needs root and /dev/loop-control): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    }
+
+    /// Swaps the backing file (same size) like a disc change: `LOOP_CHANGE_FD`.
+    fn change_disc(&self, file: &Path) {
+        // <linux/loop.h>: #define LOOP_CHANGE_FD 0x4C06
+        const LOOP_CHANGE_FD: libc::c_ulong = 0x4C06;
+        let dev = File::open(&self.0).unwrap();
+        let new = File::open(file).unwrap();
+        // SAFETY: both descriptors are open for the call; LOOP_CHANGE_FD takes the new backing
+        // file's descriptor by value and writes no memory of ours.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CHANGE_FD, new.as_raw_fd()) };
+        assert_eq!(
+            rc,
+            0,
+            "LOOP_CHANGE_FD on {}: {}",
+            self.0.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
+    }
+}
+
+fn random_file(path: &Path, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; SIZE];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut data);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+fn engine_over(media: Arc<dyn Media>, dir: &Path) -> Engine {
+    let image = Image::create(&dir.join("image"), media.size()).unwrap();
+    let meta = Meta {
+        size: Some(media.size()),
+        sector_size: Some(media.sector_size()),
+        ..Meta::default()
+    };
+    let mapfile = Mapfile::new(media.size(), meta);
+    Engine::new(
+        media,
+        image,
+        mapfile,
+        dir.join("mapfile"),
+        EngineConfig::default(),
+    )
+    .unwrap()
+}
+
+/// The map's runs as (pos, len, status).
+fn runs(engine: &Engine) -> Vec<(u64, u64, Status)> {
+    let snapshot = engine.mapfile_snapshot();
+    snapshot
+        .map
+        .iter()
+        .map(|r| (r.pos, r.len, r.status))
+        .collect()
+}
+
+#[test]
+fn a_disc_swapped_under_the_engine_never_lands_in_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = random_file(&dir.path().join("first.iso"), 1);
+    let second = random_file(&dir.path().join("second.iso"), 2);
+    let dev = Loop::attach(&dir.path().join("first.iso"));
+    let media = Arc::new(FileMedia::open(&dev.0, MediaOptions::default()).unwrap());
+    assert!(!media.media_changed(), "nothing changed since open");
+    let engine = engine_over(media.clone(), dir.path());
+
+    let cached = 256 * 1024;
+    let mut buf = vec![0u8; cached];
+    engine.read(0, &mut buf).unwrap();
+    assert_eq!(buf, first[..cached]);
+
+    dev.change_disc(&dir.path().join("second.iso"));
+    // The threat: the engine's descriptor now reads the other disc's bytes, without an error.
+    let mut raw = AlignedBuf::new(65536);
+    assert_eq!(media.read_at(1 << 20, &mut raw).unwrap(), 65536);
+    assert_eq!(&raw[..], &second[1 << 20..(1 << 20) + 65536]);
+
+    // Uncached bytes fail with MediaChanged, at once and every time after.
+    let mut miss = vec![0u8; 65536];
+    for _ in 0..2 {
+        let err = engine.read(1 << 20, &mut miss).unwrap_err();
+        assert!(
+            matches!(err, EngineError::MediaChanged { offset } if offset == 1 << 20),
+            "{err}"
+        );
+        assert!(err.to_string().contains("blkcache del"), "{err}");
+    }
+    assert!(engine.media_changed());
+    assert!(media.media_changed(), "latched");
+    // A request that is half cached fails as a whole, and caches nothing.
+    let mut half = vec![0u8; 2 * 65536];
+    let err = engine.read(cached as u64 - 65536, &mut half).unwrap_err();
+    assert!(err.is_media_changed(), "{err}");
+    // Cached bytes are still served, and they are the first disc's.
+    let mut hit = vec![0u8; cached];
+    engine.read(0, &mut hit).unwrap();
+    assert_eq!(hit, first[..cached]);
+
+    // Nothing from the second disc reached the map or the image.
+    assert_eq!(
+        runs(&engine),
+        vec![
+            (0, cached as u64, Status::Finished),
+            (cached as u64, (SIZE - cached) as u64, Status::NonTried),
+        ]
+    );
+    assert_eq!(engine.claims_in_flight(), 0);
+    engine.save().unwrap();
+    let image = std::fs::read(dir.path().join("image")).unwrap();
+    assert_eq!(image[..cached], first[..cached]);
+    assert!(
+        image[cached..].iter().all(|&b| b == 0),
+        "image past the cached part"
+    );
+    let c = engine.counters();
+    assert_eq!((c.hits, c.errors), (1, 3), "{c:?}");
+}
+
+#[test]
+fn a_device_that_changes_size_counts_as_a_changed_disc() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("disc.iso");
+    let data = random_file(&backing, 3);
+    let dev = Loop::attach(&backing);
+    let media = Arc::new(FileMedia::open(&dev.0, MediaOptions::default()).unwrap());
+    let engine = engine_over(media.clone(), dir.path());
+    let mut buf = vec![0u8; 65536];
+    engine.read(0, &mut buf).unwrap();
+    assert_eq!(buf, data[..65536]);
+
+    // Another, larger disc in the same "drive": the backing file grows, the device is resized.
+    File::options()
+        .append(true)
+        .open(&backing)
+        .unwrap()
+        .set_len(2 * SIZE as u64)
+        .unwrap();
+    let out = Command::new("losetup")
+        .arg("--set-capacity")
+        .arg(&dev.0)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "losetup --set-capacity: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = engine.read(65536, &mut buf).unwrap_err();
+    assert!(err.is_media_changed(), "{err}");
+    engine.read(0, &mut buf).unwrap();
+    assert_eq!(buf, data[..65536]);
+    assert_eq!(runs(&engine)[0], (0, 65536, Status::Finished));
+    assert_eq!(runs(&engine).len(), 2);
+}
+
+#[test]
+fn a_plain_file_never_counts_as_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disc.iso");
+    random_file(&path, 4);
+    let media = Arc::new(FileMedia::open(&path, MediaOptions::default()).unwrap());
+    let engine = engine_over(media.clone(), dir.path());
+    // Replacing the file's bytes in place is the user's business: the file is still the source.
+    random_file(&path, 5);
+    let mut buf = vec![0u8; 65536];
+    engine.read(0, &mut buf).unwrap();
+    assert!(!media.media_changed());
+    assert!(!engine.media_changed());
+}
