@@ -243,6 +243,11 @@ dev_inflight_reads() {
     awk '{ print $1 }' "/sys/block/$1/inflight"
 }
 
+# reads_in_flight DEV: succeeds while a read is in flight on DEV (for wait_for, which runs it again each time).
+reads_in_flight() {
+    [ "$(dev_inflight_reads "$1")" -ge 1 ]
+}
+
 # expect_fails_with WHAT TEXT CMD...: CMD fails (non-zero) and its stderr+stdout contain TEXT; prints the output.
 expect_fails_with() {
     efw_what="$1"
