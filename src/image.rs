@@ -40,7 +40,7 @@ pub enum ImageError {
     #[error("image {path} already exists")]
     Exists { path: PathBuf },
     /// Another process (or another `Image` in this one) holds the image.
-    #[error("image {path} is in use by another blkcache (flock failed)")]
+    #[error("image {path} is in use by another blkcache (see `blkcache list`)")]
     Locked { path: PathBuf },
     /// The image could not be mapped.
     #[error("cannot map image {path}: {source}")]

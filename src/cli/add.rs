@@ -40,8 +40,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// Arguments of `blkcache add`.
 #[derive(Debug, clap::Args)]
 pub struct AddArgs {
-    /// The source: an optical drive, a disk or a file. With --offline: the cache directory (or
-    /// just a name when --cache is given).
+    /// The source: an optical drive, a disk or a file. With --offline: the cache directory
+    /// (ignored if --cache is given).
     pub source: PathBuf,
     /// Cache directory (default: one per media under /var/lib/blkcache for root, else
     /// $XDG_STATE_HOME/blkcache or ~/.local/state/blkcache).
@@ -71,7 +71,7 @@ pub struct AddArgs {
     /// Test mode: read SOURCE as if damaged where MAPFILE is not `+` (GNU ddrescue's -H).
     #[arg(long, value_name = "MAPFILE", conflicts_with = "offline")]
     pub test_mode: Option<PathBuf>,
-    /// Test mode: latency added to every source read, in milliseconds.
+    /// Latency added to every read of the source, in milliseconds (with or without --test-mode).
     #[arg(
         long,
         value_name = "MS",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use blkcache::map::{load, Report};
 
-/// Show how much of a mapfile is rescued, non-tried, non-trimmed, non-scraped and bad.
+/// Show how much of a mapfile is rescued, non-tried, non-trimmed, non-scraped and bad
 ///
 /// Reads any GNU ddrescue mapfile (blkcache's own included) and prints what `ddrescuelog -t`
 /// prints for it, line for line (sizes above 999999 bytes rounded with SI prefixes, percentages
