@@ -7,8 +7,7 @@
 //! Needs `losetup` and the right to attach loop devices (root); fails saying so otherwise.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -18,52 +17,10 @@ use blkcache::map::{Mapfile, Meta, Status};
 use blkcache::media::{AlignedBuf, FileMedia, Media, MediaOptions};
 use rand::{RngCore, SeedableRng};
 
+use crate::util::Loop;
+
 const SIZE: usize = 4 << 20;
 const SECTOR: u32 = 2048;
-
-/// A read-only loop device, detached on drop.
-struct Loop(PathBuf);
-
-impl Loop {
-    fn attach(file: &Path) -> Loop {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--sector-size"])
-            .arg(SECTOR.to_string())
-            .arg(file)
-            .output()
-            .expect("losetup (util-linux) is needed for the media-change tests");
-        assert!(
-            out.status.success(),
-            "cannot attach a loop device (needs root and /dev/loop-control): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    }
-
-    /// Swaps the backing file (same size) like a disc change: `LOOP_CHANGE_FD`.
-    fn change_disc(&self, file: &Path) {
-        // <linux/loop.h>: #define LOOP_CHANGE_FD 0x4C06
-        const LOOP_CHANGE_FD: libc::c_ulong = 0x4C06;
-        let dev = File::open(&self.0).unwrap();
-        let new = File::open(file).unwrap();
-        // SAFETY: both descriptors are open for the call; LOOP_CHANGE_FD takes the new backing
-        // file's descriptor by value and writes no memory of ours.
-        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CHANGE_FD, new.as_raw_fd()) };
-        assert_eq!(
-            rc,
-            0,
-            "LOOP_CHANGE_FD on {}: {}",
-            self.0.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
 
 fn random_file(path: &Path, seed: u64) -> Vec<u8> {
     let mut data = vec![0u8; SIZE];
@@ -105,7 +62,7 @@ fn a_disc_swapped_under_the_engine_never_lands_in_the_cache() {
     let dir = tempfile::tempdir().unwrap();
     let first = random_file(&dir.path().join("first.iso"), 1);
     let second = random_file(&dir.path().join("second.iso"), 2);
-    let dev = Loop::attach(&dir.path().join("first.iso"));
+    let dev = Loop::attach(&dir.path().join("first.iso"), SECTOR);
     let media = Arc::new(FileMedia::open(&dev.0, MediaOptions::default()).unwrap());
     assert!(!media.media_changed(), "nothing changed since open");
     let engine = engine_over(media.clone(), dir.path());
@@ -167,7 +124,7 @@ fn a_device_that_changes_size_counts_as_a_changed_disc() {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("disc.iso");
     let data = random_file(&backing, 3);
-    let dev = Loop::attach(&backing);
+    let dev = Loop::attach(&backing, SECTOR);
     let media = Arc::new(FileMedia::open(&dev.0, MediaOptions::default()).unwrap());
     let engine = engine_over(media.clone(), dir.path());
     let mut buf = vec![0u8; 65536];

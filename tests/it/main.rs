@@ -7,3 +7,4 @@ mod map_ddrescue;
 mod map_fuzz;
 mod media_blockdev;
 mod media_testmode;
+mod util;

@@ -3,8 +3,6 @@
 //!
 //! Needs `losetup` and the right to attach loop devices (root); fails saying so otherwise.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use blkcache::engine::{Engine, EngineConfig};
@@ -13,31 +11,7 @@ use blkcache::map::{Mapfile, Meta};
 use blkcache::media::{fingerprint, AlignedBuf, FileMedia, Media, MediaError, MediaOptions};
 use rand::{RngCore, SeedableRng};
 
-/// A read-only loop device, detached on drop.
-struct Loop(PathBuf);
-
-impl Loop {
-    fn attach(file: &Path, sector_size: u32) -> Loop {
-        let out = Command::new("losetup")
-            .args(["--find", "--show", "--read-only", "--sector-size"])
-            .arg(sector_size.to_string())
-            .arg(file)
-            .output()
-            .expect("losetup (util-linux) is needed for the block-device tests");
-        assert!(
-            out.status.success(),
-            "cannot attach a loop device (needs root and /dev/loop-control): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Loop(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
-    }
-}
+use crate::util::Loop;
 
 #[test]
 fn a_loop_device_with_2048_byte_sectors_is_read_through_the_ioctls() {
