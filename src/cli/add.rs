@@ -59,6 +59,10 @@ pub struct AddArgs {
     /// Bytes read from the source per miss (e.g. 65536, 64k, 1M; a multiple of the sector size).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub read_size: Option<u32>,
+    /// How many more times a sector already marked bad (`-`) is read when a program asks for it
+    /// again. 0 (the default) never touches a known bad sector again.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub bad_retries: u32,
     /// Serve in this process until stopped (SIGINT/SIGTERM), instead of starting a daemon.
     #[arg(long)]
     pub foreground: bool,
@@ -122,6 +126,7 @@ pub(super) struct ServeOptions {
     pub queues: u16,
     pub depth: u16,
     pub read_size: Option<u32>,
+    pub bad_retries: u32,
     pub test_mode: Option<PathBuf>,
     pub test_latency_ms: u64,
 }
@@ -152,6 +157,7 @@ impl ServeOptions {
             queues: args.queues,
             depth: args.depth,
             read_size: args.read_size,
+            bad_retries: args.bad_retries,
             test_mode,
             test_latency_ms: args.test_latency,
         })
@@ -166,6 +172,7 @@ impl ServeOptions {
             queues: cfg.queues,
             depth: cfg.depth,
             read_size: cfg.read_size,
+            bad_retries: cfg.bad_retries,
             test_mode: cfg.test_mode.clone(),
             test_latency_ms: cfg.test_latency_ms,
         }
@@ -285,6 +292,9 @@ pub fn run(args: AddArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     if let Some(r) = opts.read_size {
         child_args.extend(["--read-size".into(), r.to_string().into()]);
     }
+    if opts.bad_retries > 0 {
+        child_args.extend(["--bad-retries".into(), opts.bad_retries.to_string().into()]);
+    }
     if let Some(m) = &opts.test_mode {
         child_args.extend(["--test-mode".into(), m.into()]);
     }
@@ -351,6 +361,7 @@ fn serve_inner(
     if let Some(rs) = opts.read_size {
         ecfg.read_size = rs as usize;
     }
+    ecfg.bad_retries = opts.bad_retries;
     let engine = Arc::new(Engine::new(
         media.clone(),
         image,
@@ -368,6 +379,7 @@ fn serve_inner(
         depth: opts.depth,
         io_buf_bytes: IO_BUF_BYTES,
         read_size: opts.read_size,
+        bad_retries: opts.bad_retries,
         test_mode: opts.test_mode.clone(),
         test_latency_ms: opts.test_latency_ms,
         pid: std::process::id() as i32,

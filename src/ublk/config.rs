@@ -37,6 +37,9 @@ pub struct DeviceConfig {
     /// Bytes read from the media per miss (engine read size), if set.
     #[serde(default)]
     pub read_size: Option<u32>,
+    /// Extra reads of a sector already marked bad (engine `bad_retries`).
+    #[serde(default)]
+    pub bad_retries: u32,
     /// Test-mode damage map (ddrescue's `-H`), if any.
     #[serde(default)]
     pub test_mode: Option<PathBuf>,
@@ -90,6 +93,7 @@ mod tests {
             depth: 64,
             io_buf_bytes: 512 << 10,
             read_size: Some(65536),
+            bad_retries: 1,
             test_mode: None,
             test_latency_ms: 0,
             pid: 42,

@@ -80,4 +80,13 @@ expect_eq "media reads in the second session" "$(daemon_counter "$log" media_rea
 expect_eq "failed requests in the second session" "$(daemon_counter "$log" errors)" 6
 expect_eq "rescued after the second session" "$(status_json "$map" rescued)" "$rescued0"
 expect_eq "bad sectors after the second session" "$(status_json "$map" bad_sector)" "$bad0"
+
+# Third session, --bad-retries 1: each request for a known-bad sector reads it once more (still bad here).
+dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --sector-size $ss --bad-retries 1)" || exit 1
+expect_read_fails "$dev" $ss 1000 > /dev/null || exit 1
+expect_read_fails "$dev" $ss 1000 > /dev/null || exit 1
+expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
+must blkcache del "$dev"
+expect_eq "media reads with --bad-retries 1" "$(daemon_counter "$log" media_reads)" 2
+expect_eq "bad sectors after the retries" "$(status_json "$map" bad_sector)" "$bad0"
 exit 0
