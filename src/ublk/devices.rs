@@ -252,6 +252,7 @@ mod tests {
                 depth: 8,
                 io_buf_bytes: 1 << 19,
                 read_size: None,
+                bad_retries: 0,
                 test_mode: None,
                 test_latency_ms: 0,
                 pid: 0,
