@@ -13,5 +13,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
-echo "== cargo test (includes the QEMU guest scenarios)"
-cargo test --all-targets
+echo "== cargo test (host)"
+cargo test --all-targets -- --skip guest::
+echo "== cargo test guest:: (the QEMU guest scenarios, output shown)"
+cargo test --test it guest:: -- --nocapture
