@@ -14,6 +14,8 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
 echo "== cargo test (host)"
-cargo test --all-targets -- --skip guest::
+cargo test --lib --bins --tests -- --skip guest::
+echo "== benches, once each as tests (criterion takes no test-harness flags)"
+cargo test --benches
 echo "== cargo test guest:: (the QEMU guest scenarios, output shown)"
 cargo test --test it guest:: -- --nocapture
