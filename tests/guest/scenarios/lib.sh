@@ -280,3 +280,12 @@ cleanup() {
 if [ "${0##*/}" = lib.sh ] && [ "${1:-}" = cleanup ]; then
     cleanup
 fi
+
+# expect_files_match DEV MNT: mounts DEV (iso9660, read-only) on MNT, checks every file against the checksums the
+# host took when it made the disc, and unmounts.
+expect_files_match() {
+    mkdir -p "$2"
+    must mount -t iso9660 -o ro "$1" "$2"
+    (cd "$2" && sha256sum -c -s "$DATA/manifest.sha256") || fail "file checksums on $1 differ"
+    must umount "$2"
+}
