@@ -7,20 +7,27 @@
 //!   written last when a cache is made, so a directory without it was never used;
 //! - `daemon.log`: the serving daemon's log.
 //!
-//! Two daemons never serve one cache: the image is flocked while open (see `image`).
+//! Two daemons never serve one cache: the image is flocked while open (see `image`). A cache is
+//! private (`files`: 0700/0600, no links followed) and its directory must be the caller's alone.
+//! A new cache is made in a temporary directory beside it and renamed into place when complete,
+//! so an interrupted creation (Ctrl-C, a crash) leaves no half-made cache that later adds refuse.
 //! Also holds [`OfflineMedia`], the stand-in source of a cache served with no source present.
 //!
 //! Must never reuse a cache whose size, sector size or identity differs from the source's, nor
 //! overwrite any file of an existing cache: a mismatch is an error naming both values.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, Permissions};
+use std::hash::Hasher;
+use std::io;
 use std::os::fd::RawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::files::{self, FileError};
+use crate::image::{Image, ImageError};
 use crate::map::{self, MapError, Mapfile, Meta};
 use crate::media::Media;
 
@@ -132,6 +139,34 @@ pub enum CacheError {
         /// The directory.
         dir: PathBuf,
     },
+    /// A new cache goes only into a new or empty directory: files already there are not ours.
+    #[error("{} is not empty and holds no blkcache cache; refusing to make a cache in it (pass a new or empty directory)", dir.display())]
+    NotEmpty {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A directory another user owns or can write: they could plant links or swap the files.
+    #[error("refusing {what} {}: {why}", path.display())]
+    Foreign {
+        /// "cache directory" or "state directory".
+        what: &'static str,
+        /// The directory.
+        path: PathBuf,
+        /// Who owns it, or its mode.
+        why: String,
+    },
+    /// A file of the cache is a symbolic link (or no regular file): never followed.
+    #[error("refusing {}: it is a symbolic link or not a regular file", path.display())]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Creating the image failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// Writing a file of the cache failed.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CacheError + 'a {
@@ -201,9 +236,7 @@ pub fn state_dir() -> Result<PathBuf, CacheError> {
     }
     let xdg = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from);
     let home = std::env::var_os("HOME").map(PathBuf::from);
-    // SAFETY: geteuid takes no arguments, touches no memory and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    state_dir_for(euid, xdg.as_deref(), home.as_deref()).ok_or(CacheError::NoStateDir)
+    state_dir_for(euid(), xdg.as_deref(), home.as_deref()).ok_or(CacheError::NoStateDir)
 }
 
 /// The directory name for media of this identity: the identity itself when it is a safe file
@@ -227,22 +260,60 @@ pub fn dir_name(identity: &str) -> String {
     if readable.is_empty() {
         readable = "media".to_string();
     }
-    format!("{readable}-{:016x}", fnv1a(identity.as_bytes()))
+    // FNV-1a 64: stable across versions and platforms (std's hasher is not).
+    let mut h = fnv::FnvHasher::default();
+    h.write(identity.as_bytes());
+    format!("{readable}-{:016x}", h.finish())
 }
 
-/// FNV-1a 64: stable across versions and platforms (std's hasher is not).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// The default cache directory of media with this identity.
+/// The default cache directory of media with this identity; makes the state directory (0700)
+/// if missing and refuses one that is not the caller's alone.
 pub fn default_dir(identity: &str) -> Result<PathBuf, CacheError> {
-    Ok(state_dir()?.join(dir_name(identity)))
+    let state = state_dir()?;
+    files::create_private_dir(&state).map_err(io_err("create directory", &state))?;
+    check_dir(&state, "state directory")?;
+    Ok(state.join(dir_name(identity)))
+}
+
+fn euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Refuses a directory that someone other than the caller owns or can write.
+fn check_dir(dir: &Path, what: &'static str) -> Result<(), CacheError> {
+    let meta = fs::metadata(dir).map_err(io_err("stat", dir))?;
+    match files::foreign_dir_problem(&meta, euid()) {
+        None => Ok(()),
+        Some(why) => Err(CacheError::Foreign {
+            what,
+            path: dir.to_path_buf(),
+            why,
+        }),
+    }
+}
+
+/// Refuses a symbolic link (or anything but a regular file) where a file of the cache belongs.
+fn check_file(path: &Path) -> Result<fs::Metadata, CacheError> {
+    let meta = files::lstat(path).map_err(io_err("stat", path))?;
+    if !meta.file_type().is_file() {
+        return Err(CacheError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(meta)
+}
+
+/// Reads a file of the cache, never through a symbolic link.
+fn read_file(path: &Path) -> Result<Vec<u8>, CacheError> {
+    files::read_nofollow(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            CacheError::NotAFile {
+                path: path.to_path_buf(),
+            }
+        } else {
+            io_err("read", path)(e)
+        }
+    })
 }
 
 /// An opened (checked) cache directory.
@@ -254,36 +325,59 @@ pub struct Cache {
 
 impl Cache {
     /// Opens the cache in `dir` for `source`, creating it (sparse image, all-`?` mapfile, metadata)
-    /// when `dir` holds none. Returns the cache and whether it was created.
+    /// when `dir` is missing or empty. Returns the cache and whether it was created.
     pub fn open_or_create(dir: &Path, source: &SourceInfo) -> Result<(Cache, bool), CacheError> {
-        if dir.join(META_FILE).exists() {
-            let cache = Cache::open(dir)?;
-            cache.check_source(source)?;
-            return Ok((cache, false));
+        match fs::metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("stat", dir)(e)),
+            Ok(_) => {
+                check_dir(dir, "cache directory")?;
+                if files::lstat(&dir.join(META_FILE)).is_ok() {
+                    let cache = Cache::open(dir)?;
+                    cache.check_source(source)?;
+                    return Ok((cache, false));
+                }
+                if files::lstat(&dir.join(IMAGE_FILE)).is_ok()
+                    || files::lstat(&dir.join(MAPFILE_FILE)).is_ok()
+                {
+                    return Err(CacheError::Incomplete {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                let mut entries = fs::read_dir(dir).map_err(io_err("list", dir))?;
+                if entries.next().is_some() {
+                    return Err(CacheError::NotEmpty {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+            }
         }
-        if dir.join(IMAGE_FILE).exists() || dir.join(MAPFILE_FILE).exists() {
-            return Err(CacheError::Incomplete {
-                dir: dir.to_path_buf(),
-            });
-        }
-        Ok((Cache::create(dir, source)?, true))
+        Cache::create(dir, source)
     }
 
     /// Opens an existing cache (no source needed: offline serving, `list`), checking that its
-    /// image has the size its metadata says.
+    /// directory is the caller's alone, its files are no links, and its image has the size its
+    /// metadata says.
     pub fn open(dir: &Path) -> Result<Cache, CacheError> {
-        let meta_path = dir.join(META_FILE);
-        let text = match fs::read_to_string(&meta_path) {
-            Ok(t) => t,
+        match fs::metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(CacheError::NotACache {
                     dir: dir.to_path_buf(),
                 })
             }
-            Err(e) => return Err(io_err("read", &meta_path)(e)),
+            _ => check_dir(dir, "cache directory")?,
+        }
+        let meta_path = dir.join(META_FILE);
+        let bytes = match read_file(&meta_path) {
+            Err(CacheError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(CacheError::NotACache {
+                    dir: dir.to_path_buf(),
+                })
+            }
+            other => other?,
         };
         let meta: CacheMeta =
-            serde_json::from_str(&text).map_err(|source| CacheError::BadMeta {
+            serde_json::from_slice(&bytes).map_err(|source| CacheError::BadMeta {
                 path: meta_path.clone(),
                 source,
             })?;
@@ -291,10 +385,9 @@ impl Cache {
             dir: dir.to_path_buf(),
             meta,
         };
+        check_file(&cache.mapfile_path())?;
         let image = cache.image_path();
-        let found = fs::metadata(&image)
-            .map_err(io_err("stat image", &image))?
-            .len();
+        let found = check_file(&image)?.len();
         if found != cache.meta.size {
             return Err(CacheError::ImageSize {
                 path: image,
@@ -305,8 +398,19 @@ impl Cache {
         Ok(cache)
     }
 
-    fn create(dir: &Path, source: &SourceInfo) -> Result<Cache, CacheError> {
-        fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+    /// Makes the cache in a temporary directory beside `dir`, then renames it into place (over
+    /// `dir` if that is an empty directory): `dir` never holds a half-made cache.
+    fn create(dir: &Path, source: &SourceInfo) -> Result<(Cache, bool), CacheError> {
+        let parent = files::parent_dir(dir);
+        files::create_private_dir(&parent).map_err(io_err("create directory", &parent))?;
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(dir.file_name().unwrap_or(dir.as_os_str()));
+        prefix.push(".new-");
+        let staging = tempfile::Builder::new()
+            .prefix(&prefix)
+            .permissions(Permissions::from_mode(files::DIR_MODE))
+            .tempdir_in(&parent)
+            .map_err(io_err("create a temporary directory in", &parent))?;
         let meta = CacheMeta {
             source: source.path.clone(),
             size: source.size,
@@ -318,20 +422,11 @@ impl Cache {
                 .unwrap_or(0),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let cache = Cache {
-            dir: dir.to_path_buf(),
+        let staged = Cache {
+            dir: staging.path().to_path_buf(),
             meta,
         };
-        let image = cache.image_path();
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&image)
-            .map_err(io_err("create image", &image))?;
-        // A hole of the source's size: no data block is written.
-        file.set_len(source.size)
-            .map_err(io_err("size image", &image))?;
-        file.sync_all().map_err(io_err("fsync image", &image))?;
+        Image::create(&staged.image_path(), source.size)?.sync()?;
         let mapfile = Mapfile::new(
             source.size,
             Meta {
@@ -339,18 +434,36 @@ impl Cache {
                 size: Some(source.size),
                 sector_size: Some(source.sector_size),
                 identity: Some(source.identity.clone()),
-                version: Some(cache.meta.version.clone()),
+                version: Some(staged.meta.version.clone()),
                 ..Meta::default()
             },
         );
-        map::save(&cache.mapfile_path(), &mapfile)?;
+        map::save(&staged.mapfile_path(), &mapfile)?;
         let json =
-            serde_json::to_string_pretty(&cache.meta).map_err(|source| CacheError::BadMeta {
-                path: cache.meta_path(),
+            serde_json::to_string_pretty(&staged.meta).map_err(|source| CacheError::BadMeta {
+                path: staged.meta_path(),
                 source,
             })?;
-        write_atomic(&cache.meta_path(), format!("{json}\n").as_bytes())?;
-        Ok(cache)
+        files::write_atomic(&staged.meta_path(), format!("{json}\n").as_bytes())?;
+        if let Err(e) = fs::rename(staging.path(), dir) {
+            // Another `add` of the same media may have won the race: use its cache.
+            if files::lstat(&dir.join(META_FILE)).is_ok() {
+                let cache = Cache::open(dir)?;
+                cache.check_source(source)?;
+                return Ok((cache, false));
+            }
+            return Err(io_err("move the new cache into place at", dir)(e));
+        }
+        // Renamed away: nothing is left to clean up.
+        let _ = staging.keep();
+        files::sync_dir(&parent)?;
+        Ok((
+            Cache {
+                dir: dir.to_path_buf(),
+                meta: staged.meta,
+            },
+            true,
+        ))
     }
 
     /// Refuses a source whose size, sector size or identity is not the cache's.
@@ -385,7 +498,8 @@ impl Cache {
     /// Loads the saved mapfile, refusing one that covers another size.
     pub fn load_mapfile(&self) -> Result<Mapfile, CacheError> {
         let path = self.mapfile_path();
-        let m = map::load(&path)?;
+        let bytes = read_file(&path)?;
+        let m = map::parse_bytes(&bytes, &path)?;
         if m.map.size() != self.meta.size {
             return Err(CacheError::MapSize {
                 path,
@@ -420,19 +534,22 @@ impl Cache {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
     }
-}
 
-/// Writes `path` by temp file + fsync + rename + fsync of the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let tmp = path.with_extension("json.tmp");
-    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
-    fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory", dir))
+    /// Opens the daemon's log for appending (made 0600; never through a link). Returns it and
+    /// its length before this run's lines.
+    pub fn open_log(&self) -> Result<(File, u64), CacheError> {
+        let path = self.log_path();
+        let file = files::private_options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => CacheError::NotAFile { path: path.clone() },
+                _ => io_err("open log", &path)(e),
+            })?;
+        let start = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok((file, start))
+    }
 }
 
 /// The source of a cache served offline (`add --offline`): the cache's size and sector size,
@@ -620,6 +737,13 @@ mod tests {
         let e = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap_err();
         assert!(matches!(e, CacheError::Incomplete { .. }), "{e}");
         assert_eq!(fs::read(tmp.path().join(IMAGE_FILE)).unwrap(), b"precious");
+
+        let other = tempfile::tempdir().unwrap();
+        fs::write(other.path().join("notes.txt"), b"mine").unwrap();
+        let e = Cache::open_or_create(other.path(), &source(4096, "d")).unwrap_err();
+        assert!(matches!(e, CacheError::NotEmpty { .. }), "{e}");
+        let names: Vec<_> = fs::read_dir(other.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
     }
 
     #[test]
@@ -629,7 +753,7 @@ mod tests {
         assert!(matches!(e, CacheError::NotACache { .. }), "{e}");
 
         let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
-        OpenOptions::new()
+        fs::OpenOptions::new()
             .write(true)
             .open(cache.image_path())
             .unwrap()

@@ -17,13 +17,15 @@
 //! process) from writing the same image at once. The image must not be truncated by anyone while
 //! open: reading a mapping past the end of its file raises SIGBUS.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::files;
 
 /// Errors of the image file; each names the image path and, for I/O, the offset.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,8 @@ pub enum ImageError {
 /// The cache file. `Send + Sync`: all methods take `&self`.
 #[derive(Debug)]
 pub struct Image {
-    file: File,
+    /// Locked for as long as the image is open (the lock goes with the descriptor).
+    file: Flock<File>,
     path: PathBuf,
     size: u64,
     /// `None` for an empty image (a zero-length mapping is not allowed).
@@ -92,9 +95,10 @@ pub struct Image {
 }
 
 impl Image {
-    /// Creates a new sparse image of `size` bytes; fails if `path` exists.
+    /// Creates a new sparse image of `size` bytes (0600); fails if `path` exists, even as a
+    /// link. The one place images are made.
     pub fn create(path: &Path, size: u64) -> Result<Image, ImageError> {
-        let file = OpenOptions::new()
+        let file = files::private_options()
             .read(true)
             .write(true)
             .create_new(true)
@@ -108,7 +112,7 @@ impl Image {
                     source,
                 },
             })?;
-        lock(&file, path)?;
+        let file = lock(file, path)?;
         // A hole of `size` bytes: no data block is written.
         file.set_len(size).map_err(|source| ImageError::Open {
             path: path.to_owned(),
@@ -117,23 +121,23 @@ impl Image {
         Self::finish(file, path, size)
     }
 
-    /// Opens an existing image; its size is the file's.
+    /// Opens an existing image, never through a symbolic link; its size is the file's.
     pub fn open(path: &Path) -> Result<Image, ImageError> {
         let open_err = |source| ImageError::Open {
             path: path.to_owned(),
             source,
         };
-        let file = OpenOptions::new()
+        let file = files::private_options()
             .read(true)
             .write(true)
             .open(path)
             .map_err(open_err)?;
-        lock(&file, path)?;
+        let file = lock(file, path)?;
         let size = file.metadata().map_err(open_err)?.len();
         Self::finish(file, path, size)
     }
 
-    fn finish(file: File, path: &Path, size: u64) -> Result<Image, ImageError> {
+    fn finish(file: Flock<File>, path: &Path, size: u64) -> Result<Image, ImageError> {
         let map = if size == 0 {
             None
         } else {
@@ -143,7 +147,7 @@ impl Image {
             })?;
             let map = MmapOptions::new()
                 .len(len)
-                .map_raw_read_only(&file)
+                .map_raw_read_only(&*file)
                 .map_err(|source| ImageError::Map {
                     path: path.to_owned(),
                     source,
@@ -242,24 +246,19 @@ impl Image {
 }
 
 /// Takes an exclusive, non-blocking `flock`, released when the file is closed.
-fn lock(file: &File, path: &Path) -> Result<(), ImageError> {
-    // SAFETY: flock takes a valid open descriptor (borrowed from `file` for the call) and an
-    // integer operation; it touches no memory of ours.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Err(ImageError::Locked {
-            path: path.to_owned(),
-        })
-    } else {
-        Err(ImageError::Open {
-            path: path.to_owned(),
-            source: err,
-        })
-    }
+fn lock(file: File, path: &Path) -> Result<Flock<File>, ImageError> {
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            ImageError::Locked {
+                path: path.to_owned(),
+            }
+        } else {
+            ImageError::Open {
+                path: path.to_owned(),
+                source: errno.into(),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -336,9 +335,12 @@ mod tests {
     /// /dev/full gives ENOSPC on every write and is present on every Linux).
     #[test]
     fn enospc_is_typed() {
-        let file = OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
         let img = Image {
-            file,
+            file: lock(file, Path::new("/dev/full")).unwrap(),
             path: PathBuf::from("/dev/full"),
             size: 4096,
             map: None,

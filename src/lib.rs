@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod engine;
+pub mod files;
 pub mod image;
 pub mod map;
 pub mod media;

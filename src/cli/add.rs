@@ -10,7 +10,7 @@
 //! and never open the source writable (the media module opens it read-only).
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -431,7 +431,7 @@ pub(super) fn spawn_daemon(mut args: Vec<OsString>, log: &Path) -> anyhow::Resul
         "--ready-fd".into(),
         write_end.as_raw_fd().to_string().into(),
     ]);
-    let logfile = OpenOptions::new()
+    let logfile = blkcache::files::private_options()
         .create(true)
         .append(true)
         .open(log)

@@ -14,5 +14,5 @@ pub mod stats;
 
 pub use filemap::{FileMap, Run, Status};
 pub use format::{format, parse, MapError, Mapfile, Meta, Phase};
-pub use persist::{load, save};
+pub use persist::{load, parse_bytes, save};
 pub use stats::{Count, Report, Stats};

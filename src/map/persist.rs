@@ -1,14 +1,14 @@
 //! Loading and atomically saving mapfiles.
 //!
-//! A save never leaves a torn or half-written mapfile behind: the text goes to a temporary file in
-//! the same directory, which is fsynced, renamed over the mapfile, and the directory fsynced (GNU
-//! ddrescue rewrites in place; a crash there loses the map). It must never be called with a map
-//! claiming bytes that are not yet durable in the image: ordering that is the engine's job.
+//! A save never leaves a torn or half-written mapfile behind (`files::write_atomic`: temp file,
+//! fsync, rename, fsync of the directory; GNU ddrescue rewrites in place, and a crash there loses
+//! the map). It must never be called with a map claiming bytes that are not yet durable in the
+//! image: ordering that is the engine's job.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
+
+use crate::files;
 
 use super::format::{format_stamped, parse, MapError, Mapfile};
 
@@ -23,63 +23,27 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 /// Reads and parses a mapfile; errors name the path (and the line, for bad text).
 pub fn load(path: &Path) -> Result<Mapfile, MapError> {
     let bytes = fs::read(path).map_err(io_err("read mapfile", path))?;
+    parse_bytes(&bytes, path)
+}
+
+/// Parses a mapfile's bytes read from `path`.
+pub fn parse_bytes(bytes: &[u8], path: &Path) -> Result<Mapfile, MapError> {
     // ddrescue copies its command line, file names included, into a comment byte for byte; such
     // bytes need not be UTF-8 and only ever matter in comments.
-    let text = String::from_utf8_lossy(&bytes);
+    let text = String::from_utf8_lossy(bytes);
     parse(&text, path)
 }
 
-/// Writes `m` to `path` atomically and durably, stamping the current local time in the header.
+/// Writes `m` to `path` atomically and durably (0600; see [`files::write_atomic`]), stamping
+/// the current local time in the header.
 pub fn save(path: &Path, m: &Mapfile) -> Result<(), MapError> {
     let mut text = String::with_capacity(400 + m.map.extent_count() * 32);
     format_stamped(m, Some(&local_time_string()), &mut text);
-    write_atomic(path, text.as_bytes())
-}
-
-/// The directory holding `path` ("." for a bare file name).
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-/// Temp file + write + fsync + rename + fsync of the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), MapError> {
-    let dir = parent_dir(path);
-    let name = path.file_name().ok_or_else(|| MapError::Io {
-        op: "save mapfile (no file name in)",
-        path: path.to_path_buf(),
-        source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
-    })?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(io_err("create temporary mapfile", &tmp))?;
-        f.write_all(bytes)
-            .map_err(io_err("write temporary mapfile", &tmp))?;
-        f.sync_all()
-            .map_err(io_err("fsync temporary mapfile", &tmp))?;
-        drop(f);
-        fs::rename(&tmp, path).map_err(io_err("rename temporary mapfile onto", path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("fsync directory", &dir))
-    })();
-    if result.is_err() {
-        // Best effort: a leftover temp file is harmless but untidy.
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    files::write_atomic(path, text.as_bytes()).map_err(|e| MapError::Io {
+        op: e.op,
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Local time as ddrescue writes it in mapfile headers: `YYYY-MM-DD HH:MM:SS`.
@@ -156,7 +120,7 @@ mod tests {
 
         let nodir = dir.path().join("no/such/dir/x.map");
         let e = save(&nodir, &Mapfile::new(1, Meta::default())).unwrap_err();
-        assert!(e.to_string().contains("create temporary mapfile"), "{e}");
+        assert!(e.to_string().contains("create a temporary file in"), "{e}");
     }
 
     #[test]

@@ -1,3 +1,4 @@
+mod cache_files;
 mod engine;
 mod engine_durability;
 mod engine_media_change;

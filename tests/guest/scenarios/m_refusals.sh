@@ -3,7 +3,8 @@
 # behind); a cache of disc A given with disc B (other size, same size but other first 64 KiB, other sector size):
 # refused and A's cache files byte-identical afterwards; a garbage line in a cache's mapfile: a one-line error
 # naming file and line, the file untouched; writes to the device fail and change nothing; `del` of no device.
-# Also: the default cache is found again for the same disc (and refuses a second add while served).
+# Also: the default cache is found again for the same disc (and refuses a second add while served), and it and
+# /var/lib/blkcache are 0700 with 0600 files under umask 022.
 . /scenarios/lib.sh
 
 src=/tmp/m-a.iso
@@ -105,11 +106,15 @@ cmp /tmp/m-sums.before /tmp/m-sums.after > /dev/null || fail "the cache changed 
 
 # --- The default cache (root: under /var/lib/blkcache): the same disc again finds the same cache, and a second
 # add while it is served is refused there too.
+umask 022
 blkcache add "$src" --json > /tmp/m-j1 2> /tmp/m-err || fail "add $src (default cache): $(cat /tmp/m-err)"
 dcache="$(sed -n 's/.*"cache":"\([^"]*\)".*/\1/p' /tmp/m-j1)"
 case "$dcache" in /var/lib/blkcache/?*) ;; *) fail "default cache of $src is '$dcache', not under /var/lib/blkcache" ;; esac
 dev="$(sed -n 's/.*"device":"\([^"]*\)".*/\1/p' /tmp/m-j1)"
 expect_same_range "$dev" "$src" 0 65536
+# Private whatever the umask (the add above ran with umask 022): directories 0700, files 0600.
+for f in /var/lib/blkcache "$dcache"; do expect_eq "mode of $f" "$(stat -c %a "$f")" 700; done
+for f in image mapfile blkcache.json daemon.log; do expect_eq "mode of $dcache/$f" "$(stat -c %a "$dcache/$f")" 600; done
 why="$(expect_fails_with "second add of $src (default cache)" "in use" blkcache add "$src")" || exit 1
 must blkcache del "$src"
 blkcache add "$src" --json > /tmp/m-j2 2> /tmp/m-err || fail "add $src again (default cache): $(cat /tmp/m-err)"
