@@ -32,7 +32,7 @@ use crate::files;
 #[non_exhaustive]
 pub enum ImageError {
     /// The image could not be created, opened or sized.
-    #[error("cannot open image {path}: {source}")]
+    #[error("cannot open image {}", path.display())]
     Open {
         path: PathBuf,
         #[source]
@@ -45,7 +45,7 @@ pub enum ImageError {
     #[error("image {path} is in use by another blkcache (see `blkcache list`)")]
     Locked { path: PathBuf },
     /// The image could not be mapped.
-    #[error("cannot map image {path}: {source}")]
+    #[error("cannot map image {}", path.display())]
     Map {
         path: PathBuf,
         #[source]
@@ -59,7 +59,7 @@ pub enum ImageError {
         len: usize,
     },
     /// A write into the image failed for another reason.
-    #[error("cannot write image {path} at offset {offset}: {source}")]
+    #[error("cannot write image {} at offset {offset}", path.display())]
     Write {
         path: PathBuf,
         offset: u64,
@@ -67,7 +67,7 @@ pub enum ImageError {
         source: io::Error,
     },
     /// `fdatasync` of the image failed: written bytes may not be durable.
-    #[error("cannot sync image {path}: {source}")]
+    #[error("cannot sync image {}", path.display())]
     Sync {
         path: PathBuf,
         #[source]

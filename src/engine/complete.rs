@@ -52,7 +52,10 @@ impl Engine {
                         return Ok(());
                     }
                     Err(err) => {
-                        tracing::error!(error = %err, "cannot write fetched bytes into the image; not cached");
+                        tracing::error!(
+                            error = &err as &dyn std::error::Error,
+                            "cannot write fetched bytes into the image; not cached"
+                        );
                         EngineError::from(err)
                     }
                 }

@@ -19,7 +19,7 @@ pub enum EngineError {
     },
     /// The media failed in a way that says nothing about the sectors (no disc, drive gone, a
     /// short read); nothing was marked.
-    #[error("media read at offset {offset} failed: {source}")]
+    #[error("media read at offset {offset} failed")]
     Media {
         /// Start of the failed media read.
         offset: u64,
@@ -59,7 +59,7 @@ pub enum EngineError {
         got: usize,
     },
     /// Saving the mapfile failed (the in-memory map is kept and the save retried).
-    #[error("cannot save mapfile {path}: {source}")]
+    #[error("cannot save mapfile {}", path.display())]
     Save {
         /// The mapfile.
         path: PathBuf,

@@ -40,7 +40,7 @@ impl Engine {
             Err(err) => {
                 tracing::error!(
                     mapfile = %self.inner.mapfile_path.display(),
-                    error = %err,
+                    error = &err as &dyn std::error::Error,
                     "SAVING THE MAPFILE FAILED; the map is kept in memory and the save will be retried"
                 );
                 false

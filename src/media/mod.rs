@@ -66,7 +66,7 @@ pub trait Media: Send + Sync {
 #[non_exhaustive]
 pub enum MediaError {
     /// The source could not be opened (read-only).
-    #[error("cannot open {path} read-only: {source}")]
+    #[error("cannot open {} read-only", path.display())]
     Open {
         path: PathBuf,
         #[source]
@@ -79,7 +79,7 @@ pub enum MediaError {
     #[error("{path} is neither a regular file nor a block device")]
     Unsupported { path: PathBuf },
     /// A block-device ioctl failed.
-    #[error("{what} failed on {path}: {source}")]
+    #[error("{what} failed on {}", path.display())]
     Ioctl {
         path: PathBuf,
         what: &'static str,
@@ -94,7 +94,7 @@ pub enum MediaError {
         why: &'static str,
     },
     /// A read needed to open or identify the media failed.
-    #[error("cannot read {path} at offset {offset}: {source}")]
+    #[error("cannot read {} at offset {offset}", path.display())]
     Read {
         path: PathBuf,
         offset: u64,
@@ -102,7 +102,7 @@ pub enum MediaError {
         source: io::Error,
     },
     /// The test-mode damage map could not be loaded.
-    #[error("cannot load test-mode damage map {path}: {source}")]
+    #[error("cannot load test-mode damage map {}", path.display())]
     DamageMap {
         path: PathBuf,
         #[source]

@@ -49,20 +49,28 @@ pub enum ServeError {
         /// What is wrong.
         why: &'static str,
     },
-    /// A libublk call failed.
-    #[error("ublk {op} failed: {source} ({})", errno_text(.source))]
+    /// A libublk call failed. libublk's own text ("io_uring IO failure") says little, so the
+    /// message spells out its errno instead of chaining it.
+    #[error("ublk {op} failed: {}", errno_text(.error))]
     Ublk {
         /// What was being done.
         op: &'static str,
         /// libublk's error.
-        #[source]
-        source: UblkError,
+        error: UblkError,
+    },
+    /// The caller may not add or open ublk devices (the driver wants CAP_SYS_ADMIN).
+    #[error("ublk {op} failed: {}; serving a device needs root", errno_text(.error))]
+    NotPermitted {
+        /// What was being done.
+        op: &'static str,
+        /// libublk's error.
+        error: UblkError,
     },
     /// Signal handling could not be set up.
-    #[error("cannot set up signal handling: {0}")]
+    #[error("cannot set up signal handling")]
     Signals(#[source] nix::errno::Errno),
     /// A thread could not be started.
-    #[error("cannot start the {what} thread: {source}")]
+    #[error("cannot start the {what} thread")]
     Thread {
         /// Which thread.
         what: &'static str,
@@ -73,17 +81,29 @@ pub enum ServeError {
 }
 
 /// libublk's errors often carry only a negative errno: spell it out.
-fn errno_text(e: &UblkError) -> String {
+pub(super) fn errno_text(e: &UblkError) -> String {
     match e {
         UblkError::UringIOError(n) | UblkError::OtherError(n) => {
             std::io::Error::from_raw_os_error(n.saturating_abs()).to_string()
         }
+        UblkError::IOError(e) => e.to_string(),
         other => other.to_string(),
     }
 }
 
 fn ublk_err(op: &'static str) -> impl FnOnce(UblkError) -> ServeError {
-    move |source| ServeError::Ublk { op, source }
+    move |error| {
+        let errno = match &error {
+            UblkError::UringIOError(n) | UblkError::OtherError(n) => n.saturating_abs(),
+            UblkError::IOError(e) => e.raw_os_error().unwrap_or(0),
+            _ => 0,
+        };
+        if errno == libc::EPERM || errno == libc::EACCES {
+            ServeError::NotPermitted { op, error }
+        } else {
+            ServeError::Ublk { op, error }
+        }
+    }
 }
 
 /// What to serve, and whether to add a new device or re-attach to a crashed daemon's one.
@@ -207,7 +227,7 @@ where
     match engine.save() {
         Ok(()) => tracing::info!("map saved"),
         Err(e) => {
-            tracing::error!(error = %e, "final map save failed; the image keeps every cached byte, the map may miss the last ones")
+            tracing::error!(error = &e as &dyn std::error::Error, "final map save failed; the image keeps every cached byte, the map may miss the last ones")
         }
     }
     let counters = engine.counters();
@@ -328,7 +348,7 @@ fn spawn_signal_thread(
             tracing::info!(signal = %sig, "stopping: saving the map, then removing the device");
             stopping.store(true, Ordering::SeqCst);
             if let Err(e) = engine.save() {
-                tracing::error!(error = %e, "map save on stop failed");
+                tracing::error!(error = &e as &dyn std::error::Error, "map save on stop failed");
             }
             if let Err(e) = init_ctrl_ring() {
                 tracing::error!(error = %e, "cannot set up a control ring to stop the device");

@@ -200,11 +200,11 @@ pub fn remove(dev: &Device, wait: Duration) -> Result<Removal, RemoveError> {
         .exists()
     {
         let ctrl = UblkCtrl::new_simple(i32::try_from(dev.id).unwrap_or(i32::MAX))
-            .map_err(|source| RemoveError::Ublk { id: dev.id, source })?;
-        if let Err(source) = ctrl.del_dev_async() {
+            .map_err(|error| RemoveError::Ublk { id: dev.id, error })?;
+        if let Err(error) = ctrl.del_dev_async() {
             // The daemon may have removed it in the meantime.
             if device_ids().contains(&dev.id) {
-                return Err(RemoveError::Ublk { id: dev.id, source });
+                return Err(RemoveError::Ublk { id: dev.id, error });
             }
         }
     }
@@ -216,7 +216,7 @@ pub fn remove(dev: &Device, wait: Duration) -> Result<Removal, RemoveError> {
 #[non_exhaustive]
 pub enum RemoveError {
     /// The daemon could not be signalled.
-    #[error("cannot signal daemon {pid}: {source}")]
+    #[error("cannot signal daemon {pid}")]
     Signal {
         /// Its pid.
         pid: i32,
@@ -224,14 +224,13 @@ pub enum RemoveError {
         #[source]
         source: nix::errno::Errno,
     },
-    /// The ublk driver refused.
-    #[error("cannot remove /dev/ublkb{id}: {source}")]
+    /// The ublk driver refused (its errno spelled out: libublk's own text says little).
+    #[error("cannot remove /dev/ublkb{id}: {}", super::daemon::errno_text(.error))]
     Ublk {
         /// Device id.
         id: u32,
         /// libublk's error.
-        #[source]
-        source: libublk::UblkError,
+        error: libublk::UblkError,
     },
 }
 

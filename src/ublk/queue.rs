@@ -98,7 +98,12 @@ async fn serve_read(
     match read_through(engine, offset, buf, media_buf).await {
         Ok(()) => i32::try_from(len).unwrap_or(-libc::EINVAL),
         Err(e) => {
-            tracing::warn!(offset, len, error = %e, "read failed");
+            tracing::warn!(
+                offset,
+                len,
+                error = &e as &dyn std::error::Error,
+                "read failed"
+            );
             read_errno(&e)
         }
     }

@@ -157,8 +157,17 @@ fn cache_of_other_media_is_refused_naming_both() {
     );
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
+    let identity = |p: &Path| {
+        use blkcache::media::{fingerprint, FileMedia, MediaOptions};
+        let m = FileMedia::open(p, MediaOptions::default()).unwrap();
+        fingerprint(&m, p).unwrap().to_string()
+    };
+    let (id_a, id_c) = (identity(&a), identity(&c));
+    assert_ne!(id_a, id_c);
     assert!(
-        err.contains("belongs to media") && err.contains("refusing"),
+        err.contains(&format!("belongs to media '{id_a}'"))
+            && err.contains(&format!("{} is '{id_c}'", c.display()))
+            && err.contains("refusing"),
         "{}",
         text(&out)
     );

@@ -1,4 +1,5 @@
 mod cache_files;
+mod cli_errors;
 mod engine;
 mod engine_durability;
 mod engine_media_change;

@@ -1,10 +1,10 @@
 # m: refusals, each with a clear error and nothing lost. A second `add` of a cache being served (same or default
-# cache, online or offline); `add` of a missing source or an impossible sector size (no cache directory left
-# behind); a cache of disc A given with disc B (other size, same size but other first 64 KiB, other sector size):
-# refused and A's cache files byte-identical afterwards; a garbage line in a cache's mapfile: a one-line error
-# naming file and line, the file untouched; writes to the device fail and change nothing; `del` of no device.
-# Also: the default cache is found again for the same disc (and refuses a second add while served), and it and
-# /var/lib/blkcache are 0700 with 0600 files under umask 022.
+# cache, online or offline); `add` of a missing source or an impossible sector size (no cache directory left behind);
+# `add` without root (one line saying so); a cache of disc A given with disc B (other size, same size but other first
+# 64 KiB, other sector size): refused and A's cache files byte-identical afterwards; a garbage line in a cache's
+# mapfile: a one-line error naming file and line, the file untouched; writes to the device fail and change nothing;
+# `del` of no device. Also: the default cache is found again for the same disc (and refuses a second add while
+# served), and it and /var/lib/blkcache are 0700 with 0600 files under umask 022.
 . /scenarios/lib.sh
 
 src=/tmp/m-a.iso
@@ -63,6 +63,14 @@ why="$(expect_fails_with "add with 8192-byte sectors" "8192-byte sectors" \
 note "8192-byte sectors: $why"
 [ -e /tmp/m-none ] && fail "add with an impossible sector size created /tmp/m-none"
 one_device 0
+
+# --- Not root (a user namespace: no CAP_SYS_ADMIN for the ublk driver): one line saying so.
+why="$(expect_fails_with "add without root" "serving a device needs root" \
+    unshare -U blkcache add "$src" --cache /tmp/m-noroot)" || exit 1
+expect_eq "lines of the not-root error" "$(echo "$why" | wc -l)" 1
+note "not root: $why"
+one_device 0
+rm -rf /tmp/m-noroot
 
 # --- Disc A's cache given with another disc: refused, A's cache byte-identical (its log included).
 tree_sums "$cache" > /tmp/m-sums.before
