@@ -653,6 +653,8 @@ mod tests {
         assert!(!a.contains('/'));
         assert_eq!(a, dir_name("HL-DT-ST DVDRAM/serial 123:MYDISC"));
         assert_ne!(dir_name("a/b"), dir_name("a:b"));
+        // FNV-1a 64 of "a/b": names of existing caches never change.
+        assert_eq!(dir_name("a/b"), "a_b-e620c3190468cf61");
         assert!(dir_name("..").starts_with("media-"));
         assert!(dir_name("").starts_with("media-"));
         assert!(dir_name(&"x/".repeat(500)).len() < 100);

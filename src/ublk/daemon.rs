@@ -140,24 +140,15 @@ pub fn check_geometry(size: u64, sector_size: u32) -> Result<(), ServeError> {
 /// holds a mount of its own device (the libublk-rs README's trap: a daemon exiting with such a
 /// mount in its namespace deadlocks flushing it). Must be called before any thread is started.
 pub fn isolate_mount_namespace() -> std::io::Result<()> {
-    // SAFETY: unshare takes a flag word and touches no memory of ours.
-    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: every pointer is either null (allowed for source, type and data with
-    // MS_REC|MS_PRIVATE) or a NUL-terminated literal that outlives the call.
-    let rc = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
     Ok(())
 }
 
