@@ -5,6 +5,7 @@
 //! - [`image`]: the sparse image file that holds the cached bytes;
 //! - [`media`]: what is read (block devices, optical drives, plain files, test-mode media);
 //! - [`engine`]: the read path joining the three;
+//! - [`serve`]: one serve configuration, and opening media and cache to serve it;
 //! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine.
 
 pub mod cache;
@@ -13,4 +14,5 @@ pub mod files;
 pub mod image;
 pub mod map;
 pub mod media;
+pub mod serve;
 pub mod ublk;

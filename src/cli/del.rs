@@ -35,12 +35,12 @@ pub fn run(args: DelArgs) -> anyhow::Result<ExitCode> {
             Ok(Removal::DaemonStopped) => println!(
                 "removed {} (map saved in {})",
                 dev.path().display(),
-                dev.config.cache.display()
+                dev.config.cache().display()
             ),
             Ok(Removal::Removed) => println!(
                 "removed {} (its daemon was not running or did not stop; the map in {} is as last saved)",
                 dev.path().display(),
-                dev.config.cache.display()
+                dev.config.cache().display()
             ),
             Err(e) => {
                 eprintln!("blkcache: error: {e:#}");

@@ -43,7 +43,7 @@ struct Row {
 }
 
 fn row(d: &Device) -> Row {
-    let cached = Cache::open(&d.config.cache)
+    let cached = Cache::open(d.config.cache())
         .and_then(|c| c.load_mapfile())
         .map(|m| m.map.stats().get(Status::Finished).bytes)
         .ok();
@@ -57,8 +57,8 @@ fn row(d: &Device) -> Row {
     Row {
         device: d.path().display().to_string(),
         id: d.id,
-        source: d.config.source.as_ref().map(|s| s.display().to_string()),
-        cache: d.config.cache.display().to_string(),
+        source: d.config.source().map(|s| s.display().to_string()),
+        cache: d.config.cache().display().to_string(),
         size: d.config.size,
         sector_size: d.config.sector_size,
         state: d.state.as_str(),

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each holding its own arguments.
 
 mod add;
+mod daemon;
 mod del;
 mod list;
 mod recover;
@@ -35,11 +36,16 @@ pub enum Command {
     /// Re-attach a daemon to devices whose daemon died.
     Recover(recover::RecoverArgs),
     Status(status::StatusArgs),
+    /// Internal: serve a configuration as a daemon (started by add and recover).
+    #[command(hide = true)]
+    Daemon(daemon::DaemonArgs),
 }
 
-/// Logs go to stderr; RUST_LOG wins over -v.
-pub fn init_logging(verbose: u8) {
-    let default = match verbose {
+/// Logs go to stderr; RUST_LOG wins over -v. A daemon's stderr becomes its log file: no colours.
+pub fn init_logging(cli: &Cli) {
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && !matches!(cli.command, Command::Daemon(_));
+    let default = match cli.verbose {
         0 => "info,libublk=warn",
         1 => "debug",
         _ => "trace",
@@ -50,7 +56,7 @@ pub fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // No colour codes in daemon.log or a redirected stderr.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .try_init();
 }
 
@@ -61,5 +67,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(args),
         Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),
+        Command::Daemon(args) => daemon::run(args),
     }
 }

@@ -1,18 +1,16 @@
 //! `blkcache recover [DEVICE]`: re-attach a daemon to a device whose daemon died (kill -9, a
 //! crash), so that a mounted file system keeps working (ublk user recovery).
 //!
-//! The new daemon rebuilds the same engine from the configuration kept in the device's libublk
-//! json and re-opens the device with START_USER_RECOVERY. Must never touch a device whose daemon
+//! The new daemon serves the same `ServeConfig` again, as kept in the device's libublk json and re-opens the device with START_USER_RECOVERY. Must never touch a device whose daemon
 //! is alive.
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
 
 use blkcache::ublk::{self, Device};
 
-use super::add::{serve_foreground, spawn_daemon, ServeOptions};
+use super::daemon::{serve_here, spawn};
 
 /// Arguments of `blkcache recover`.
 #[derive(Debug, clap::Args)]
@@ -24,9 +22,6 @@ pub struct RecoverArgs {
     /// Serve in this process instead of starting a daemon.
     #[arg(long)]
     pub foreground: bool,
-    /// Internal: report readiness on this descriptor.
-    #[arg(long, hide = true, value_name = "FD")]
-    pub ready_fd: Option<i32>,
 }
 
 pub fn run(args: RecoverArgs, verbose: u8) -> anyhow::Result<ExitCode> {
@@ -57,12 +52,7 @@ pub fn run(args: RecoverArgs, verbose: u8) -> anyhow::Result<ExitCode> {
         let [dev] = targets.as_slice() else {
             bail!("recover --foreground needs one DEVICE");
         };
-        return serve_foreground(
-            &ServeOptions::from_config(&dev.config),
-            Some(dev.id),
-            args.ready_fd,
-            false,
-        );
+        return serve_here(&dev.config.serve, Some(dev.id), false);
     }
     if targets.is_empty() {
         println!("no blkcache device needs recovery");
@@ -70,12 +60,7 @@ pub fn run(args: RecoverArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     }
     let mut failed = 0;
     for dev in targets {
-        let mut child: Vec<OsString> = vec!["recover".into()];
-        for _ in 0..verbose {
-            child.push("-v".into());
-        }
-        child.push(dev.id.to_string().into());
-        match spawn_daemon(child, &dev.config.log) {
+        match spawn(&dev.config.serve, Some(dev.id), verbose) {
             Ok(added) => println!("recovered {}", added.device),
             Err(e) => {
                 eprintln!(

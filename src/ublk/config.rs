@@ -8,44 +8,30 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::serve::ServeConfig;
+
 /// The libublk target name of blkcache devices; `list` shows only devices with this name.
 pub const TARGET_NAME: &str = "blkcache";
 
 /// Where libublk keeps the per-device json files.
 pub const RUN_DIR: &str = "/run/ublksrvd";
 
-/// One device's configuration: enough to serve it again.
+/// Largest I/O the device takes (libublk's per-tag buffer).
+pub const IO_BUF_BYTES: u32 = 512 * 1024;
+
+/// One device's configuration: what it serves ([`ServeConfig`], with the cache directory filled
+/// in), enough to serve it again, plus what the kernel and `list` need.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceConfig {
-    /// The source path; `None` when the cache is served offline.
-    pub source: Option<PathBuf>,
-    /// The cache directory.
-    pub cache: PathBuf,
+    /// The settings it is served with (flattened: the json keeps its older, flat shape).
+    #[serde(flatten)]
+    pub serve: ServeConfig,
     /// Device size in bytes.
     pub size: u64,
     /// Logical (and physical) block size.
     pub sector_size: u32,
-    /// Sector size forced with `--sector-size`, if any (reapplied on recovery).
-    #[serde(default)]
-    pub sector_size_override: Option<u32>,
-    /// Number of hardware queues.
-    pub queues: u16,
-    /// Depth of each queue.
-    pub depth: u16,
     /// Largest I/O in bytes (libublk's io buffer size).
     pub io_buf_bytes: u32,
-    /// Bytes read from the media per miss (engine read size), if set.
-    #[serde(default)]
-    pub read_size: Option<u32>,
-    /// Extra reads of a sector already marked bad (engine `bad_retries`).
-    #[serde(default)]
-    pub bad_retries: u32,
-    /// Test-mode damage map (ddrescue's `-H`), if any.
-    #[serde(default)]
-    pub test_mode: Option<PathBuf>,
-    /// Test-mode latency per media read, in milliseconds.
-    #[serde(default)]
-    pub test_latency_ms: u64,
     /// Pid of the daemon serving the device (updated by each recovery).
     pub pid: i32,
     /// The daemon's log file.
@@ -55,7 +41,17 @@ pub struct DeviceConfig {
 impl DeviceConfig {
     /// Whether the device serves its cache with no source.
     pub fn offline(&self) -> bool {
-        self.source.is_none()
+        self.serve.source.is_none()
+    }
+
+    /// The source, `None` offline.
+    pub fn source(&self) -> Option<&Path> {
+        self.serve.source.as_deref()
+    }
+
+    /// The cache directory (always set for a served device).
+    pub fn cache(&self) -> &Path {
+        self.serve.cache.as_deref().unwrap_or(Path::new(""))
     }
 }
 
@@ -84,21 +80,35 @@ mod tests {
 
     fn cfg() -> DeviceConfig {
         DeviceConfig {
-            source: Some("/dev/sr0".into()),
-            cache: "/var/lib/blkcache/abc".into(),
+            serve: ServeConfig {
+                source: Some("/dev/sr0".into()),
+                cache: Some("/var/lib/blkcache/abc".into()),
+                read_size: Some(65536),
+                bad_retries: 1,
+                ..ServeConfig::default()
+            },
             size: 1 << 20,
             sector_size: 2048,
-            sector_size_override: None,
-            queues: 1,
-            depth: 64,
             io_buf_bytes: 512 << 10,
-            read_size: Some(65536),
-            bad_retries: 1,
-            test_mode: None,
-            test_latency_ms: 0,
             pid: 42,
             log: "/var/lib/blkcache/abc/daemon.log".into(),
         }
+    }
+
+    /// A device added by the previous version (flat json, every field named as now) is
+    /// recovered with the same settings.
+    #[test]
+    fn reads_the_previous_versions_json() {
+        let json = serde_json::json!({
+            "target": { "tgt_type": "blkcache" },
+            "target_data": { "blkcache": {
+                "source": "/dev/sr0", "cache": "/var/lib/blkcache/abc", "size": 1048576,
+                "sector_size": 2048, "sector_size_override": null, "queues": 1, "depth": 64,
+                "io_buf_bytes": 524288, "read_size": 65536, "bad_retries": 1, "test_mode": null,
+                "test_latency_ms": 0, "pid": 42, "log": "/var/lib/blkcache/abc/daemon.log"
+            } },
+        });
+        assert_eq!(from_device_json(&json), Some(cfg()));
     }
 
     #[test]

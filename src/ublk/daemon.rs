@@ -265,8 +265,8 @@ fn build_ctrl(spec: &DeviceSpec) -> Result<UblkCtrl, ServeError> {
     let cfg = &spec.config;
     let builder = UblkCtrlBuilder::default()
         .name(TARGET_NAME)
-        .nr_queues(cfg.queues)
-        .depth(cfg.depth)
+        .nr_queues(cfg.serve.queues)
+        .depth(cfg.serve.depth)
         .io_buf_bytes(cfg.io_buf_bytes);
     match spec.recover {
         None => builder

@@ -163,8 +163,8 @@ pub fn resolve<'a>(devices: &'a [Device], spec: &str) -> Option<&'a Device> {
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let want = canon(Path::new(spec));
     devices.iter().find(|d| {
-        d.config.source.as_deref().map(canon).as_deref() == Some(want.as_path())
-            || canon(&d.config.cache) == want
+        d.config.source().map(canon).as_deref() == Some(want.as_path())
+            || canon(d.config.cache()) == want
     })
 }
 
@@ -242,18 +242,15 @@ mod tests {
         Device {
             id,
             config: DeviceConfig {
-                source: Some(source.into()),
-                cache: cache.into(),
+                serve: crate::serve::ServeConfig {
+                    source: Some(source.into()),
+                    cache: Some(cache.into()),
+                    depth: 8,
+                    ..Default::default()
+                },
                 size: 4096,
                 sector_size: 2048,
-                sector_size_override: None,
-                queues: 1,
-                depth: 8,
                 io_buf_bytes: 1 << 19,
-                read_size: None,
-                bad_retries: 0,
-                test_mode: None,
-                test_latency_ms: 0,
                 pid: 0,
                 log: "/nonexistent/log".into(),
             },

@@ -15,7 +15,9 @@ mod devices;
 mod errno;
 mod queue;
 
-pub use config::{from_device_json, json_path, to_target_data, DeviceConfig, RUN_DIR, TARGET_NAME};
+pub use config::{
+    from_device_json, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR, TARGET_NAME,
+};
 pub use daemon::{check_geometry, isolate_mount_namespace, serve, DeviceSpec, ServeError};
 pub use devices::{
     daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,

@@ -1,0 +1,318 @@
+//! One serve configuration, and what it takes to start serving it.
+//!
+//! [`ServeConfig`] is every setting of `blkcache add`: parsed once by the CLI (it is a
+//! `clap::Args`), handed to the daemon as JSON, and kept in the device's libublk json
+//! ([`DeviceConfig`] flattens it) so that `recover` serves the same thing again. A new setting is
+//! one field here; older JSON without it gets the CLI's default.
+//!
+//! [`prepare`] opens the media and identifies it (the one read of its first 64 KiB per start),
+//! then opens or creates its cache; [`start`] builds the engine and the device configuration.
+//! Must never create a cache for media that cannot be served, nor identify media twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::{self, Cache, CacheError, OfflineMedia, SourceInfo};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::image::{Image, ImageError};
+use crate::map::{FileMap, Status};
+use crate::media::{self, FileMedia, Media, MediaError, MediaOptions, TestMedia};
+use crate::ublk::{self, DeviceConfig, ServeError};
+
+/// What to serve and how. Field docs are `blkcache add --help`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(default)]
+pub struct ServeConfig {
+    /// The source (absolute); `None` serves the cache offline.
+    #[arg(skip)]
+    pub source: Option<PathBuf>,
+    /// Cache directory (default: one per media under /var/lib/blkcache for root, else
+    /// $XDG_STATE_HOME/blkcache or ~/.local/state/blkcache).
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Sector size in bytes (default: the device's logical sector size; 512 for files).
+    #[arg(long, value_name = "BYTES")]
+    #[serde(rename = "sector_size_override")]
+    pub sector_size: Option<u32>,
+    /// Number of ublk queues.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub queues: u16,
+    /// Depth of each queue (requests in flight).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub depth: u16,
+    /// Bytes read from the source per miss (e.g. 65536, 64k, 1M; a multiple of the sector size).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub read_size: Option<u32>,
+    /// How many more times a sector already marked bad (`-`) is read when a program asks for it
+    /// again. 0 (the default) never touches a known bad sector again.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub bad_retries: u32,
+    /// Test mode: read SOURCE as if damaged where MAPFILE is not `+` (GNU ddrescue's -H).
+    #[arg(long, value_name = "MAPFILE")]
+    pub test_mode: Option<PathBuf>,
+    /// Latency added to every read of the source, in milliseconds (with or without --test-mode).
+    #[arg(long = "test-latency", value_name = "MS", default_value_t = 0)]
+    pub test_latency_ms: u64,
+}
+
+impl Default for ServeConfig {
+    /// The CLI's defaults (so JSON missing a field means what `add` without the flag means).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: ServeConfig,
+        }
+        // Constant arguments: cannot fail (a unit test parses them).
+        <Defaults as clap::Parser>::try_parse_from(["blkcache"])
+            .map(|d| d.config)
+            .unwrap_or_else(|e| unreachable!("ServeConfig defaults: {e}"))
+    }
+}
+
+/// Why serving could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The source path does not resolve.
+    #[error("cannot find source {}", path.display())]
+    Source {
+        /// The path as given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A path given could not be made absolute.
+    #[error("bad {what} path {}", path.display())]
+    Path {
+        /// Which argument.
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Offline serving names no cache.
+    #[error("--offline needs a cache directory")]
+    OfflineNeedsCache,
+    /// A size-only identity would let two damaged discs of one size share a cache.
+    #[error(
+        "the first 64 KiB of {} cannot be read, so blkcache cannot tell this media from other \
+         media of the same size; name its cache yourself with --cache DIR",
+        path.display()
+    )]
+    NoIdentity {
+        /// The source.
+        path: PathBuf,
+    },
+    /// Opening or identifying the media failed.
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    /// Opening or creating the cache failed (or it is another media's).
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// Opening the image failed (it is in use, ...).
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The engine refused the cache.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The device cannot be served (geometry, no driver, ublk refused).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+impl ServeConfig {
+    /// Makes the paths absolute (the daemon runs in `/`): the source canonical, the cache and the
+    /// test-mode map absolute.
+    pub fn resolve(&mut self) -> Result<(), StartError> {
+        if let Some(s) = &self.source {
+            let canon = std::fs::canonicalize(s).map_err(|source| StartError::Source {
+                path: s.clone(),
+                source,
+            })?;
+            self.source = Some(canon);
+        }
+        for (what, p) in [
+            ("cache", &mut self.cache),
+            ("test-mode mapfile", &mut self.test_mode),
+        ] {
+            if let Some(path) = p {
+                *path = std::path::absolute(&*path).map_err(|source| StartError::Path {
+                    what,
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The opened media (or the offline stand-in) and its checked, maybe new, cache.
+pub struct Prepared {
+    /// What is read.
+    pub media: Arc<dyn Media>,
+    /// Where it is cached.
+    pub cache: Cache,
+}
+
+/// Opens and identifies the media, then opens or creates its cache. Nothing is created for
+/// media that cannot be served.
+pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
+    let Some(source) = &cfg.source else {
+        let dir = cfg.cache.as_deref().ok_or(StartError::OfflineNeedsCache)?;
+        let cache = Cache::open(dir)?;
+        return Ok(Prepared {
+            media: Arc::new(OfflineMedia::new(&cache)),
+            cache,
+        });
+    };
+    let media = open_media(cfg, source)?;
+    ublk::check_geometry(media.size(), media.sector_size())?;
+    let identity = media::fingerprint(media.as_ref(), source)?;
+    let info = SourceInfo {
+        path: source.display().to_string(),
+        size: media.size(),
+        sector_size: media.sector_size(),
+        identity: identity.to_string(),
+    };
+    let dir = match &cfg.cache {
+        Some(d) => d.clone(),
+        None if !identity.head_read => {
+            return Err(StartError::NoIdentity {
+                path: source.clone(),
+            })
+        }
+        None => cache::default_dir(&info.identity)?,
+    };
+    let (cache, created) = Cache::open_or_create(&dir, &info)?;
+    if created {
+        tracing::info!(cache = %dir.display(), source = %info.path, "new cache");
+    }
+    Ok(Prepared { media, cache })
+}
+
+fn open_media(cfg: &ServeConfig, source: &Path) -> Result<Arc<dyn Media>, MediaError> {
+    let mopts = MediaOptions {
+        sector_size: cfg.sector_size,
+        ..MediaOptions::default()
+    };
+    let latency = Duration::from_millis(cfg.test_latency_ms);
+    Ok(match &cfg.test_mode {
+        Some(damage) => Arc::new(TestMedia::open(source, damage, mopts, latency)?),
+        None if !latency.is_zero() => {
+            let inner = FileMedia::open(source, mopts)?;
+            let mut undamaged = FileMap::new(inner.size());
+            undamaged.set(0, inner.size(), Status::Finished);
+            Arc::new(TestMedia::from_parts(inner, undamaged, latency))
+        }
+        None => Arc::new(FileMedia::open(source, mopts)?),
+    })
+}
+
+/// Builds the engine over a prepared cache, and the configuration the device is served (and
+/// later recovered) with: `cfg` with the cache directory filled in.
+pub fn start(
+    cfg: &ServeConfig,
+    prepared: &Prepared,
+) -> Result<(Arc<Engine>, DeviceConfig), StartError> {
+    let cache = &prepared.cache;
+    let media = prepared.media.clone();
+    let image = Image::open(&cache.image_path())?;
+    let mapfile = cache.load_mapfile()?;
+    let mut ecfg = EngineConfig::default();
+    if let Some(rs) = cfg.read_size {
+        ecfg.read_size = rs as usize;
+    }
+    ecfg.bad_retries = cfg.bad_retries;
+    let engine = Engine::new(media.clone(), image, mapfile, cache.mapfile_path(), ecfg)?;
+    let device = DeviceConfig {
+        serve: ServeConfig {
+            cache: Some(cache.dir().to_path_buf()),
+            ..cfg.clone()
+        },
+        size: media.size(),
+        sector_size: media.sector_size(),
+        io_buf_bytes: ublk::IO_BUF_BYTES,
+        pid: std::process::id() as i32,
+        log: cache.log_path(),
+    };
+    Ok((Arc::new(engine), device))
+}
+
+/// Parses a byte count with an optional k/M suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = lower
+        .strip_suffix("kib")
+        .or_else(|| lower.strip_suffix("k"))
+    {
+        (n, 1024u64)
+    } else if let Some(n) = lower
+        .strip_suffix("mib")
+        .or_else(|| lower.strip_suffix("m"))
+    {
+        (n, 1024 * 1024)
+    } else {
+        (lower.as_str(), 1)
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte count (e.g. 65536, 64k, 1M)"))?;
+    n.checked_mul(mult)
+        .and_then(|b| u32::try_from(b).ok())
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("'{s}' is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("8192M").is_err());
+    }
+
+    #[test]
+    fn defaults_are_the_clis() {
+        let d = ServeConfig::default();
+        assert_eq!((d.queues, d.depth, d.bad_retries), (1, 64, 0));
+        assert_eq!((d.source, d.cache, d.read_size), (None, None, None));
+        // JSON missing fields (an older daemon's) means the same.
+        let back: ServeConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(back, ServeConfig::default());
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let cfg = ServeConfig {
+            source: Some("/dev/sr0".into()),
+            cache: Some("/c".into()),
+            sector_size: Some(2048),
+            queues: 2,
+            depth: 16,
+            read_size: Some(131072),
+            bad_retries: 3,
+            test_mode: Some("/d.map".into()),
+            test_latency_ms: 20,
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains("\"sector_size_override\":2048"), "{json}");
+        assert_eq!(serde_json::from_str::<ServeConfig>(&json).unwrap(), cfg);
+    }
+}
