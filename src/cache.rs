@@ -294,7 +294,7 @@ fn check_dir(dir: &Path, what: &'static str) -> Result<(), CacheError> {
 
 /// Refuses a symbolic link (or anything but a regular file) where a file of the cache belongs.
 fn check_file(path: &Path) -> Result<fs::Metadata, CacheError> {
-    let meta = files::lstat(path).map_err(io_err("stat", path))?;
+    let meta = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
     if !meta.file_type().is_file() {
         return Err(CacheError::NotAFile {
             path: path.to_path_buf(),
@@ -332,13 +332,13 @@ impl Cache {
             Err(e) => return Err(io_err("stat", dir)(e)),
             Ok(_) => {
                 check_dir(dir, "cache directory")?;
-                if files::lstat(&dir.join(META_FILE)).is_ok() {
+                if fs::symlink_metadata(dir.join(META_FILE)).is_ok() {
                     let cache = Cache::open(dir)?;
                     cache.check_source(source)?;
                     return Ok((cache, false));
                 }
-                if files::lstat(&dir.join(IMAGE_FILE)).is_ok()
-                    || files::lstat(&dir.join(MAPFILE_FILE)).is_ok()
+                if fs::symlink_metadata(dir.join(IMAGE_FILE)).is_ok()
+                    || fs::symlink_metadata(dir.join(MAPFILE_FILE)).is_ok()
                 {
                     return Err(CacheError::Incomplete {
                         dir: dir.to_path_buf(),
@@ -447,7 +447,7 @@ impl Cache {
         files::write_atomic(&staged.meta_path(), format!("{json}\n").as_bytes())?;
         if let Err(e) = fs::rename(staging.path(), dir) {
             // Another `add` of the same media may have won the race: use its cache.
-            if files::lstat(&dir.join(META_FILE)).is_ok() {
+            if fs::symlink_metadata(dir.join(META_FILE)).is_ok() {
                 let cache = Cache::open(dir)?;
                 cache.check_source(source)?;
                 return Ok((cache, false));

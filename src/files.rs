@@ -8,7 +8,7 @@
 //! Must never follow a symbolic link to a file it writes, nor create anything others can read.
 
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, File, Metadata, OpenOptions, Permissions};
+use std::fs::{DirBuilder, File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -130,14 +130,10 @@ pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
         .map_err(file_err("fsync directory", dir))
 }
 
-/// The metadata of `path` itself (a symbolic link is not followed).
-pub fn lstat(path: &Path) -> io::Result<Metadata> {
-    fs::symlink_metadata(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn write_atomic_replaces_a_planted_link_without_writing_its_target() {
@@ -148,9 +144,15 @@ mod tests {
         std::os::unix::fs::symlink(&target, &path).unwrap();
         write_atomic(&path, b"new").unwrap();
         assert_eq!(fs::read(&target).unwrap(), b"precious");
-        assert!(!lstat(&path).unwrap().file_type().is_symlink());
+        assert!(!fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
         assert_eq!(fs::read(&path).unwrap(), b"new");
-        assert_eq!(lstat(&path).unwrap().mode() & 0o777, FILE_MODE);
+        assert_eq!(
+            fs::symlink_metadata(&path).unwrap().mode() & 0o777,
+            FILE_MODE
+        );
     }
 
     #[test]

@@ -160,14 +160,19 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
     let ready_pipe = pipe.clone();
+    // A new device nobody waits for (the caller got Ctrl-C) is stopped again; a recovered one
+    // may hold a mounted file system and keeps serving.
+    let fresh = args.recover.is_none();
     let spec = DeviceSpec {
         config,
         recover: args.recover,
     };
     ublk::serve(engine, spec, move |device| {
         let line = serde_json::to_string(&Added::new(device, &shown)).unwrap_or_default();
-        if !send(&ready_pipe, &format!("ready {line}"), true) {
-            tracing::warn!("cannot report readiness: the caller is gone");
+        if !send(&ready_pipe, &format!("ready {line}"), true) && fresh {
+            tracing::warn!(device, "the caller of add is gone (Ctrl-C?): stopping");
+            let _ =
+                nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
         }
     })?;
     Ok(())

@@ -1,6 +1,7 @@
 # k: `blkcache add --foreground` stopped by SIGINT (Ctrl-C) and by SIGTERM. The process prints the device, serves
 # until the signal, then exits 0 having saved the map and removed the device: the map's '+' bytes are exactly the
-# partition scan's plus the ranges read in each session, and the image holds the source's bytes there.
+# partition scan's plus the ranges read in each session, and the image holds the source's bytes there. And Ctrl-C
+# of a daemon-mode `add` before its device is ready leaves no device and no daemon.
 . /scenarios/lib.sh
 
 src=/tmp/k-src.iso
@@ -70,4 +71,16 @@ expect_eq "cached bytes in all after SIGTERM" "$(map_bytes "$map" +)" $((base + 
 set -- $(status_json "$map" rescued)
 expect_eq "blkcache status: rescued bytes" "$1" $((base + r1len + r2len + r3len))
 expect_cached_match "$map" "$img" "$ISO"
+
+# Ctrl-C of `add` (daemon mode) before its device is ready (a slow source: identifying and the partition scan take
+# seconds): the daemon, finding nobody to report to, stops the device again; no device or daemon is left.
+blkcache add "$src" --cache "$cache" --test-latency 1500 > /tmp/k-orphan.out 2>&1 &
+adder=$!
+sleep 0.5
+# SIGKILL: the caller gone as after Ctrl-C (a background job of a script may ignore SIGINT).
+kill -KILL "$adder" || fail "kill -KILL $adder"
+wait "$adder"
+no_blkcache_left() { [ "$(blkcache list)" = "no blkcache devices" ] && ! pidof blkcache; }
+wait_for 60 no_blkcache_left
+grep -q "caller of add is gone" "$cache/daemon.log" || fail "no 'caller of add is gone' in $cache/daemon.log"
 exit 0
