@@ -81,6 +81,6 @@ sleep 0.5
 kill -KILL "$adder" || fail "kill -KILL $adder"
 wait "$adder"
 no_blkcache_left() { [ "$(blkcache list)" = "no blkcache devices" ] && ! pidof blkcache; }
-wait_for 60 no_blkcache_left
+wait_for 30 no_blkcache_left
 grep -q "caller of add is gone" "$cache/daemon.log" || fail "no 'caller of add is gone' in $cache/daemon.log"
 exit 0
