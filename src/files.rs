@@ -59,8 +59,7 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 /// created 0600.
 pub fn private_options() -> OpenOptions {
     let mut o = OpenOptions::new();
-    o.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .mode(FILE_MODE);
+    o.custom_flags(libc::O_NOFOLLOW).mode(FILE_MODE);
     o
 }
 
@@ -103,13 +102,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         path: path.to_path_buf(),
         source: io::Error::from(io::ErrorKind::InvalidInput),
     })?;
+    // `.NAME.tmp.RANDOM`: hidden, and named for the file it will replace.
     let mut prefix = OsString::from(".");
     prefix.push(name);
-    prefix.push(".");
+    prefix.push(".tmp.");
     // Removed again on every error path (drop).
     let mut tmp = tempfile::Builder::new()
         .prefix(&prefix)
-        .suffix(".tmp")
         .permissions(Permissions::from_mode(FILE_MODE))
         .tempfile_in(&dir)
         .map_err(file_err("create a temporary file in", &dir))?;
