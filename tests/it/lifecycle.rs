@@ -281,3 +281,36 @@ fn unreadable_start_needs_an_explicit_cache() {
         .unwrap_or_default();
     assert!(made.is_empty(), "a cache was made: {made:?}");
 }
+
+/// `add` identifies the source once: one read of its first 64 KiB in the whole process tree
+/// (caller and daemon), seen in the system calls under `strace -f`.
+#[test]
+fn add_reads_the_source_head_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path(), "a.img", 256, 7);
+    let trace = tmp.path().join("trace");
+    let out = Command::new("strace")
+        .args(["-f", "-y", "-e", "trace=pread64,read", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_blkcache"))
+        .arg("add")
+        .arg(&src)
+        .arg("--cache")
+        .arg(tmp.path().join("cache"))
+        .env("BLKCACHE_STATE_DIR", tmp.path())
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("strace is needed for this test (Debian package strace)");
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let head_reads: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.contains("a.img>") && l.contains(", 65536, 0)"))
+        .collect();
+    assert_eq!(
+        head_reads.len(),
+        1,
+        "{}\n{}",
+        text(&out),
+        head_reads.join("\n")
+    );
+}
