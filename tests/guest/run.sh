@@ -113,7 +113,18 @@ if [ $cd -eq 1 ]; then
 fi
 [ $shell -eq 1 ] && append="$append blkcache.shell=1"
 qemu_args+=(-append "$append")
-[ -n "$host_timeout" ] || host_timeout=$((60 + (scen_timeout + 40) * ${#names[@]}))
+# Each scenario's guest-side limit: the default, or its own "# guest-timeout: SECS" line when that is longer (init
+# applies the same rule).
+scenario_limit() {
+    local f="$GUEST_DIR/scenarios/$1.sh" own x
+    for x in "${files[@]}"; do [ "$(basename "$x" .sh)" = "$1" ] && f="$x"; done
+    own="$(sed -n 's/^# guest-timeout: *\([0-9][0-9]*\).*/\1/p' "$f" 2>/dev/null | head -n1)"
+    if [ -n "$own" ] && [ "$own" -gt "$scen_timeout" ]; then echo "$own"; else echo "$scen_timeout"; fi
+}
+if [ -z "$host_timeout" ]; then
+    host_timeout=60
+    for n in "${names[@]}"; do host_timeout=$((host_timeout + $(scenario_limit "$n") + 40)); done
+fi
 [ $shell -eq 1 ] && host_timeout=$((host_timeout + 3600))
 
 # The QEMU monitor on FIFOs: the guest asks for a monitor command (eject, change) by printing
@@ -144,7 +155,7 @@ else
                 if [ $verbose -eq 1 ]; then
                     printf '%s\n' "$line"
                 else
-                    case "$line" in *"BOOT ready"* | *"SCENARIO "* | *"SUMMARY "* | *BENCH* | *DEMO*) printf '%s\n' "$line" ;; esac
+                    case "$line" in *"BOOT ready"* | *"SCENARIO "* | *"SUMMARY "* | *"RESULT "* | *BENCH* | *DEMO*) printf '%s\n' "$line" ;; esac
                 fi
             done
         rc=${PIPESTATUS[0]}

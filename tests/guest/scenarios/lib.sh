@@ -19,6 +19,9 @@ fail() {
 
 note() { echo "  [${SCENARIO:-?}] $*"; }
 
+# result TEXT: a figure the scenario reports; run.sh shows RESULT lines even without -v.
+result() { echo "RESULT [${SCENARIO:-?}] $*"; }
+
 # must CMD...: run CMD, fail naming it when it fails.
 must() {
     "$@" || fail "command failed ($?): $*"
