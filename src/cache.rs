@@ -19,7 +19,6 @@
 use std::fs::{self, File, Permissions};
 use std::hash::Hasher;
 use std::io;
-use std::os::fd::RawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::files::{self, FileError};
 use crate::image::{Image, ImageError};
 use crate::map::{self, MapError, Mapfile, Meta};
-use crate::media::Media;
+use crate::media::{Media, ReadPlan};
 
 /// File name of the image in a cache directory.
 pub const IMAGE_FILE: &str = "image";
@@ -584,21 +583,9 @@ impl Media for OfflineMedia {
     fn sector_size(&self) -> u32 {
         self.sector_size
     }
-    fn read_at(&self, _offset: u64, _buf: &mut [u8]) -> io::Result<usize> {
-        Err(self.error())
-    }
-    /// No descriptor: [`injected`](Media::injected) fails every read before one is needed.
-    fn raw_fd(&self) -> RawFd {
-        -1
-    }
-    fn direct(&self) -> bool {
-        false
-    }
-    fn injected(&self, _offset: u64, _len: u64) -> Option<io::Error> {
-        Some(self.error())
-    }
-    fn latency(&self) -> Duration {
-        Duration::ZERO
+    /// No descriptor: every read fails at once.
+    fn plan(&self, _offset: u64, _len: usize) -> ReadPlan<'_> {
+        ReadPlan::fail(self.error(), Duration::ZERO)
     }
     fn describe(&self) -> String {
         format!(
@@ -787,7 +774,7 @@ mod tests {
         let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
         let m = OfflineMedia::new(&cache);
         assert_eq!((m.size(), m.sector_size()), (4096, 2048));
-        let err = m.injected(0, 2048).unwrap();
+        let err = m.plan(0, 2048).source.unwrap_err();
         assert!(!crate::media::is_medium_error(&err));
         assert_eq!(err.raw_os_error(), Some(libc::ENOMEDIUM));
         assert!(m.read_at(0, &mut [0u8; 2048]).is_err());

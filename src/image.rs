@@ -226,6 +226,26 @@ impl Image {
         Ok(())
     }
 
+    /// The mapping's address of the `len` bytes at `offset`, to hand to the kernel (a `pwrite`
+    /// from it copies the cached bytes once, straight into a ublk request). Never read through
+    /// it in Rust: a page the kernel cannot provide (the image truncated, a cache-disk I/O
+    /// error) makes a copy by the kernel fail with EFAULT, but raises SIGBUS in this process.
+    pub fn mapped(&self, offset: u64, len: usize) -> Result<Mapped<'_>, ImageError> {
+        self.check(offset, len)?;
+        let ptr = match &self.map {
+            // `check` bounded offset + len by the size, the mapping's length, which fits usize.
+            // SAFETY: `offset <= map.len()`, so the result stays inside (or one past) the mapping.
+            Some(map) => unsafe { map.as_ptr().add(offset as usize) },
+            // Only an empty image has no mapping; then only empty ranges pass `check`.
+            None => std::ptr::NonNull::<u8>::dangling().as_ptr().cast_const(),
+        };
+        Ok(Mapped {
+            ptr,
+            len,
+            _image: std::marker::PhantomData,
+        })
+    }
+
     /// Makes every byte written so far durable (`fdatasync`).
     pub fn sync(&self) -> Result<(), ImageError> {
         self.file.sync_data().map_err(|source| ImageError::Sync {
@@ -242,6 +262,31 @@ impl Image {
             source,
         })?;
         Ok(meta.blocks() * 512)
+    }
+}
+
+/// A range of the image's mapping, valid while the image is (see [`Image::mapped`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mapped<'a> {
+    ptr: *const u8,
+    len: usize,
+    _image: std::marker::PhantomData<&'a Image>,
+}
+
+impl Mapped<'_> {
+    /// The first byte's address: for system calls only, never to be read from in Rust.
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The range's length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the range is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -2,9 +2,10 @@
 //! a medium error marks the range `*` (a chunk) or `-` (a sector); any other error marks nothing.
 //! Every outcome releases the fetch's claim and wakes the requests waiting on it.
 //!
-//! Before any of that, the media is asked whether its medium changed since it was opened: the
-//! bytes (or the error: an eject gives EIO, which looks like a bad sector) may come from another
-//! disc, or none. Then nothing is written nor marked, and the request fails with `MediaChanged`.
+//! Before any of that, the watcher's verdict for the fetch (a media-change probe that started
+//! after the read finished; see `watch.rs`) must say the medium is the same: else the bytes (or
+//! the error: an eject gives EIO, which looks like a bad sector) may come from another disc, or
+//! none. Then nothing is written nor marked, and the request fails with `MediaChanged`.
 
 use std::io;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ impl Engine {
         AtomicCounters::bump(&counters.media_reads, 1);
         // After the read, before anything lands: a swap between `step`'s check and the read
         // is seen here (the kernel keeps the change flagged until someone asks).
-        if inner.media_changed() {
+        if inner.changed_before_landing(&fetch) {
             if data.is_err() {
                 AtomicCounters::bump(&counters.media_errors, 1);
             }

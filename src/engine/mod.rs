@@ -20,12 +20,18 @@
 //!   touching a bad sector still caches its other sectors, then fails with `BadSector`.
 //! - Errors that are not medium errors (no disc, short read, a full image disk) mark nothing and
 //!   fail the request.
-//! - A media change (disc swapped or ejected, `Media::media_changed`) is checked before each
-//!   fetch and again in `complete` after the read, before anything is marked: once seen it is
-//!   latched, every later miss fails with `MediaChanged`, the map is never again updated from
-//!   the media, and `+` bytes keep being served. Checking after the read matters: a swap between
-//!   the first check and the read would otherwise land the new disc's bytes (or mark the old
-//!   disc's sectors bad from the EIO an eject gives).
+//! - A media change (disc swapped or ejected, `Media::media_changed`) is asked of the drive only
+//!   by the watcher thread (`watch.rs`), never on a thread that serves reads: asking sends the
+//!   drive a command, which waits behind whatever the drive is busy with. A fetch is landed only
+//!   after a watcher probe that *started after its read finished* said the disc is the same
+//!   (`read_done` takes the ticket, `probe_ready` says when its verdict is in, `complete`
+//!   waits for it if the driver did not): a swap before or during the read is always seen, so
+//!   no byte of another disc is marked (nor an old sector marked bad from the EIO an eject
+//!   gives). Once seen it is latched: no fetch is handed out any more, every later miss fails
+//!   with `MediaChanged`, and `+` bytes keep being served.
+//! - Requests that wait (`Step::Wait`, or a fetch whose probe verdict is not in) are woken when
+//!   a claim is released or a probe finishes: the sync path on a condvar, async drivers through
+//!   the wakers they registered (`add_waker`, `wake.rs`); nothing polls.
 //!
 //! It must never mark `+` before the bytes are in the image, and never save a map claiming bytes
 //! that are not durable (see `persist.rs`). Saving is explicit: the owner calls `maybe_save`
@@ -35,9 +41,12 @@ mod claims;
 mod complete;
 mod counters;
 mod error;
+mod hit;
 mod persist;
 mod request;
 mod step;
+mod wake;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +60,12 @@ use crate::media::{AlignedBuf, Media};
 pub use counters::Counters;
 pub use error::EngineError;
 pub use request::{Fetch, ReadRequest, Step};
+pub use wake::{Wake, WakerGuard};
 
 use claims::Claims;
 use counters::AtomicCounters;
+use wake::Wakers;
+use watch::Watch;
 
 /// Read policy and persistence settings.
 #[derive(Debug, Clone)]
@@ -97,6 +109,10 @@ pub(crate) struct Inner {
     saver: Mutex<SaveState>,
     /// Latched once the media reported a change: no fetch is issued or landed after that.
     media_changed: AtomicBool,
+    /// Called on every claim release and every finished media-change probe (async drivers).
+    wakers: Arc<Wakers>,
+    /// Asks the media whether its disc changed, off the threads that serve reads.
+    watch: Watch,
 }
 
 impl std::fmt::Debug for Inner {
@@ -184,6 +200,10 @@ impl Engine {
             )));
         }
         let now = Instant::now();
+        let wakers = Arc::new(Wakers::default());
+        let watch = Watch::start(&media, &wakers).map_err(|e| {
+            EngineError::Config(format!("cannot start the media-change watcher thread: {e}"))
+        })?;
         let inner = Inner {
             media,
             image,
@@ -204,6 +224,8 @@ impl Engine {
                 last_attempt: now,
             }),
             media_changed: AtomicBool::new(false),
+            wakers,
+            watch,
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -219,10 +241,12 @@ impl Engine {
         loop {
             match self.step(&mut req, buf)? {
                 Step::Done => return Ok(()),
-                Step::Fetch(fetch) => {
+                Step::Fetch(mut fetch) => {
                     let mut data = AlignedBuf::new(fetch.io_len());
                     let result = self.inner.media.read_at(fetch.offset, &mut data);
+                    self.read_done(&mut fetch);
                     let result = result.map(|n| &data[..n]);
+                    // Blocks until the watcher's probe after the read answered.
                     self.complete(fetch, result)?;
                 }
                 Step::Wait => self.wait(&req),
@@ -240,6 +264,37 @@ impl Engine {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Whether a claim was released since `req` got `Step::Wait` (then step it again). Async
+    /// drivers check it after arming their [`Wake`], before sleeping, so no wake-up is lost.
+    pub fn wait_over(&self, req: &ReadRequest) -> bool {
+        lock(&self.inner.state).generation != req.wait_generation
+    }
+
+    /// Registers `waker`, called on every claim release and every finished media-change probe,
+    /// until the guard is dropped.
+    pub fn add_waker(&self, waker: Arc<dyn Wake>) -> WakerGuard {
+        self.inner.wakers.add(waker)
+    }
+
+    /// Tells the engine the media read of `fetch` finished (call it as soon as the read
+    /// returned, before [`probe_ready`](Engine::probe_ready) and `complete`): asks the watcher
+    /// for a media-change probe that starts after now. `complete` lands the fetch only once that
+    /// probe said the disc is the same; it asks (and waits) itself if this was not called.
+    pub fn read_done(&self, fetch: &mut Fetch) {
+        if fetch.probe.is_none() {
+            fetch.probe = Some(self.inner.watch.ticket());
+        }
+    }
+
+    /// Whether `complete(fetch, ..)` can run without waiting for the media-change probe that
+    /// [`read_done`](Engine::read_done) asked for. Async drivers that get `false` wait for a
+    /// wake-up (see [`add_waker`](Engine::add_waker)) and ask again.
+    pub fn probe_ready(&self, fetch: &Fetch) -> bool {
+        fetch
+            .probe
+            .map_or(true, |t| self.inner.watch.verdict(t).is_some())
     }
 
     /// The counters so far.
@@ -294,14 +349,21 @@ impl Engine {
 }
 
 impl Inner {
-    /// Whether the media must not be read (nor a read of it landed) because its medium changed.
-    /// Asks the media (which may block for a drive round trip: never call it under `state`)
-    /// until a change is seen, then latches it and says once, loudly, what to do.
+    /// Whether a media change was seen (latched). Never asks the drive: used before a fetch is
+    /// handed out (no point reading a disc known to be gone).
     fn media_changed(&self) -> bool {
-        if self.media_changed.load(Ordering::Acquire) {
+        self.media_changed.load(Ordering::Acquire)
+    }
+
+    /// Whether the medium changed before the read of `fetch` finished: the verdict of the
+    /// watcher's probe for the fetch's ticket (see `watch.rs`), waited for if the driver did not.
+    /// Latches a change and says once, loudly, what to do.
+    fn changed_before_landing(&self, fetch: &Fetch) -> bool {
+        if self.media_changed() {
             return true;
         }
-        if !self.media.media_changed() {
+        let ticket = fetch.probe.unwrap_or_else(|| self.watch.ticket());
+        if !self.watch.wait(ticket) {
             return false;
         }
         if !self.media_changed.swap(true, Ordering::AcqRel) {
@@ -332,5 +394,6 @@ impl Inner {
             state.generation += 1;
         }
         self.released.notify_all();
+        self.wakers.wake_all();
     }
 }

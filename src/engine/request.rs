@@ -78,6 +78,8 @@ pub struct Fetch {
     pub(super) sector_size: u32,
     /// `None` once completed (the claim is then released by `complete`).
     pub(super) owner: Option<Arc<Inner>>,
+    /// The media-change watcher's ticket, taken when the read finished (`Engine::read_done`).
+    pub(super) probe: Option<u64>,
 }
 
 impl Fetch {

@@ -132,9 +132,9 @@ impl Engine {
         Ok(Step::Done)
     }
 
-    /// Hands out `fetch` unless the media changed (checked after claiming, outside the state
-    /// lock, since asking a drive takes a round trip); if it did, dropping the fetch releases
-    /// its claim marking nothing.
+    /// Hands out `fetch` unless a media change was already seen (the latch only: the drive is
+    /// asked by the watcher, after the read; see `watch.rs`); if it was, dropping the fetch
+    /// releases its claim marking nothing.
     fn checked(&self, fetch: Fetch) -> Result<Step, EngineError> {
         if self.inner.media_changed() {
             return Err(EngineError::MediaChanged {
@@ -180,6 +180,7 @@ impl Engine {
             kind,
             sector_size: sector as u32,
             owner: Some(Arc::clone(&self.inner)),
+            probe: None,
         }
     }
 }

@@ -5,14 +5,13 @@
 //! the source for writing.
 
 use std::fs::{File, OpenOptions};
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::change::ChangeWatch;
-use super::{ioctl, is_aligned, valid_sector_size, AlignedBuf, Media, MediaError};
+use super::plan::pread_full;
+use super::{ioctl, valid_sector_size, AlignedBuf, Media, MediaError, ReadPlan};
 
 /// How to open media.
 #[derive(Debug, Clone, Copy)]
@@ -145,16 +144,15 @@ impl FileMedia {
         self.physical_block_size
     }
 
-    /// pread until `buf` is full or the end of the file; bounces through an aligned buffer if the
-    /// caller's is not aligned while O_DIRECT.
-    pub(crate) fn pread(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        if self.direct && !is_aligned(buf) {
-            let mut bounce = AlignedBuf::new(buf.len());
-            let n = pread_full(&self.file, offset, &mut bounce)?;
-            buf[..n].copy_from_slice(&bounce[..n]);
-            return Ok(n);
-        }
-        pread_full(&self.file, offset, buf)
+    /// Whether the descriptor is O_DIRECT.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// The read-only descriptor (for checks of its flags).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
     }
 }
 
@@ -165,20 +163,11 @@ impl Media for FileMedia {
     fn sector_size(&self) -> u32 {
         self.sector_size
     }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        self.pread(offset, buf)
+    fn plan(&self, _offset: u64, _len: usize) -> ReadPlan<'_> {
+        ReadPlan::read(self.file.as_fd(), self.direct)
     }
-    fn raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
-    }
-    fn direct(&self) -> bool {
-        self.direct
-    }
-    fn injected(&self, _offset: u64, _len: u64) -> Option<io::Error> {
-        None
-    }
-    fn latency(&self) -> Duration {
-        Duration::ZERO
+    fn can_change(&self) -> bool {
+        self.watch.is_some()
     }
     fn media_changed(&self) -> bool {
         self.watch
@@ -232,23 +221,10 @@ fn direct_reads_work(file: &File, size: u64, sector_size: u32) -> bool {
     let sector = u64::from(sector_size);
     let offset = if size >= 2 * sector { sector } else { 0 };
     let mut buf = AlignedBuf::new(sector_size as usize);
-    match pread_full(file, offset, &mut buf) {
+    match pread_full(file.as_fd(), offset, &mut buf) {
         Err(err) => err.raw_os_error() != Some(libc::EINVAL),
         Ok(_) => true,
     }
-}
-
-fn pread_full(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(done)
 }
 
 /// Reads `/sys/dev/block/MAJ:MIN/removable`, or the parent disk's for a partition.

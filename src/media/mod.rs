@@ -7,6 +7,8 @@
 //!   Media (trait) ── FileMedia   file or block device, O_DIRECT when it takes it; a disc
 //!                 │              swap or eject is noticed by change::ChangeWatch
 //!                 └─ TestMedia   a FileMedia + a ddrescue damage map, latency, read counts
+//!   ReadPlan                     how one read is done (delay, then error or descriptor), the
+//!                                same for Media::read_at and the ublk queues' io_uring
 //!   identity::fingerprint(&dyn Media) -> Identity   (size, sector size, first 64 KiB)
 //!   AlignedBuf                                      (4096-aligned buffers for O_DIRECT)
 //! ```
@@ -16,16 +18,16 @@ mod change;
 mod file;
 pub mod identity;
 mod ioctl;
+mod plan;
 mod testmode;
 
 use std::io;
-use std::os::fd::RawFd;
 use std::path::PathBuf;
-use std::time::Duration;
 
 pub use aligned::{is_aligned, AlignedBuf, ALIGN};
 pub use file::{FileMedia, MediaOptions};
 pub use identity::{fingerprint, Identity};
+pub use plan::{ReadPlan, ReadSource};
 pub use testmode::TestMedia;
 
 /// Something blkcache reads from. `Send + Sync`: all queues share one.
@@ -35,25 +37,30 @@ pub trait Media: Send + Sync {
     /// Logical sector size: the unit of reads and of bad-sector marking (512 for plain files
     /// unless overridden, 2048 for optical discs).
     fn sector_size(&self) -> u32;
-    /// Reads `buf.len()` bytes at `offset`; `offset` and `buf.len()` are sector multiples, and
-    /// when [`direct`](Media::direct) the buffer is [`ALIGN`]-aligned. Returns the bytes read,
-    /// fewer only at the end of the media. Test-mode damage, latency and read counts included.
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize>;
-    /// The descriptor, for callers that submit reads themselves (io_uring). Such callers must
-    /// call [`injected`](Media::injected) before each read and honour [`latency`](Media::latency).
-    fn raw_fd(&self) -> RawFd;
-    /// Whether the descriptor is O_DIRECT (buffers must then be [`ALIGN`]-aligned).
-    fn direct(&self) -> bool;
-    /// Test-mode damage for a read of `len` bytes at `offset`: the error such a read must fail
-    /// with, or `None` (always `None` for real media). Counts the read on test-mode media.
-    fn injected(&self, offset: u64, len: u64) -> Option<io::Error>;
-    /// Test-mode latency per read (zero for real media).
-    fn latency(&self) -> Duration;
+    /// How a read of `len` bytes at `offset` is done: a delay, then an error or a descriptor
+    /// to read from ([`ReadPlan`]). The one definition of a media read: [`read_at`](Media::read_at)
+    /// carries it out on the calling thread, the ublk queues on their io_uring. `offset` and
+    /// `len` are sector multiples (a read at the end of the media comes back short). Counts
+    /// the read on test-mode media.
+    fn plan(&self, offset: u64, len: usize) -> ReadPlan<'_>;
+    /// Reads `buf.len()` bytes at `offset` on this thread (sleeping for any delay): the bytes
+    /// read, fewer only at the end of the media. Carries out [`plan`](Media::plan); not meant
+    /// to be overridden.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        self.plan(offset, buf.len()).read_sync(offset, buf)
+    }
+    /// Whether the medium can change under the open descriptor (a block device: a disc can be
+    /// swapped or ejected). Only then does the engine run a watcher calling
+    /// [`media_changed`](Media::media_changed). Default `false`.
+    fn can_change(&self) -> bool {
+        false
+    }
     /// Whether the medium was changed or removed since the media was opened (a disc swapped or
     /// ejected): its bytes may no longer be the identified disc's. Once `true`, always `true`.
-    /// May ask the drive (a TEST UNIT READY on optical drives), so it can block for a drive
-    /// round trip: never call it under a lock that hits need. Default `false`: media whose
-    /// bytes cannot change under an open descriptor (regular files, the offline stand-in).
+    /// May ask the drive (a TEST UNIT READY on optical drives), so it can block for as long as
+    /// the drive is busy: the engine calls it only from its watcher thread, never on a thread
+    /// that serves reads. Default `false`: media whose bytes cannot change under an open
+    /// descriptor (regular files, the offline stand-in).
     fn media_changed(&self) -> bool {
         false
     }

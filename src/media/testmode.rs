@@ -4,16 +4,16 @@
 //! A read that touches any byte whose status in the damage map is not `+` fails: with `ENODATA`
 //! (what Linux returns for a medium error, `BLK_STS_MEDIUM`) if a touched byte is `-`, with `EIO`
 //! otherwise (`?`, `*`, `/`, or past the end of a damage map shorter than the file). Each read
-//! can be given a latency, and every sector's reads are counted, so tests can check that no
+//! can be given a latency (spent before the read or its error, on every path: see `plan.rs`), and
+//! every sector's reads are counted, so tests can check that no
 //! sector is read from the media twice. Like every media, it never opens the file writable.
 
 use std::io;
-use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use super::{FileMedia, Media, MediaError, MediaOptions};
+use super::{FileMedia, Media, MediaError, MediaOptions, ReadPlan};
 use crate::map::{FileMap, Status};
 
 /// A file plus a damage map, latency and per-sector read counts.
@@ -104,6 +104,25 @@ impl TestMedia {
         }
     }
 
+    /// Counts a read of `len` bytes at `offset`; the error it meets in the damage map, if any.
+    fn count_read(&self, offset: u64, len: u64) -> Option<io::Error> {
+        let end = offset.saturating_add(len).min(self.size());
+        if offset >= end {
+            return None;
+        }
+        let sector = u64::from(self.sector_size());
+        let err = self.damage_error(offset, end);
+        let first = (offset / sector) as usize;
+        let last = end.div_ceil(sector) as usize;
+        for s in first..last.min(self.reads.len()) {
+            self.attempts[s].fetch_add(1, Ordering::Relaxed);
+            if err.is_none() {
+                self.reads[s].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        err
+    }
+
     /// The error a read of `[offset, end)` meets in the damage map, if any.
     fn damage_error(&self, offset: u64, end: u64) -> Option<io::Error> {
         let mut errno = None;
@@ -137,41 +156,18 @@ impl Media for TestMedia {
     fn sector_size(&self) -> u32 {
         self.inner.sector_size()
     }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let injected = self.injected(offset, buf.len() as u64);
-        if !self.latency.is_zero() {
-            std::thread::sleep(self.latency);
-        }
-        match injected {
-            Some(err) => Err(err),
-            None => self.inner.pread(offset, buf),
+    /// The latency, then the damage map's error or the file's bytes.
+    fn plan(&self, offset: u64, len: usize) -> ReadPlan<'_> {
+        match self.count_read(offset, len as u64) {
+            Some(err) => ReadPlan::fail(err, self.latency),
+            None => ReadPlan {
+                delay: self.latency,
+                ..self.inner.plan(offset, len)
+            },
         }
     }
-    fn raw_fd(&self) -> RawFd {
-        self.inner.raw_fd()
-    }
-    fn direct(&self) -> bool {
-        self.inner.direct()
-    }
-    fn injected(&self, offset: u64, len: u64) -> Option<io::Error> {
-        let end = offset.saturating_add(len).min(self.size());
-        if offset >= end {
-            return None;
-        }
-        let sector = u64::from(self.sector_size());
-        let err = self.damage_error(offset, end);
-        let first = (offset / sector) as usize;
-        let last = end.div_ceil(sector) as usize;
-        for s in first..last.min(self.reads.len()) {
-            self.attempts[s].fetch_add(1, Ordering::Relaxed);
-            if err.is_none() {
-                self.reads[s].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        err
-    }
-    fn latency(&self) -> Duration {
-        self.latency
+    fn can_change(&self) -> bool {
+        self.inner.can_change()
     }
     fn media_changed(&self) -> bool {
         self.inner.media_changed()

@@ -251,12 +251,16 @@ fn driver_features() -> u64 {
     UblkCtrl::get_features().unwrap_or(0)
 }
 
-/// Recovery flags: re-attach after a crash; requeue the requests the dead daemon had (reads are
-/// idempotent) when the driver can.
-fn recovery_flags(features: u64) -> u64 {
+/// Device flags from the driver's features: re-attach after a crash (user recovery); requeue the
+/// requests the dead daemon had (reads are idempotent) when the driver can; copy hits straight
+/// into requests (USER_COPY, see `queue.rs`) when the driver can. A recovered device keeps the
+/// flags it was added with (the queues read them from the device).
+fn device_flags(features: u64) -> u64 {
     let mut flags = u64::from(sys::UBLK_F_USER_RECOVERY);
-    if features & u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE) != 0 {
-        flags |= u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE);
+    for optional in [sys::UBLK_F_USER_RECOVERY_REISSUE, sys::UBLK_F_USER_COPY] {
+        if features & u64::from(optional) != 0 {
+            flags |= u64::from(optional);
+        }
     }
     flags
 }
@@ -271,7 +275,7 @@ fn build_ctrl(spec: &DeviceSpec) -> Result<UblkCtrl, ServeError> {
     match spec.recover {
         None => builder
             .id(-1)
-            .ctrl_flags(recovery_flags(driver_features()))
+            .ctrl_flags(device_flags(driver_features()))
             .dev_flags(UblkFlags::UBLK_DEV_F_ADD_DEV | UblkFlags::UBLK_DEV_F_DEL_DEV_ASYNC)
             .build()
             .map_err(ublk_err("add device")),
@@ -405,10 +409,13 @@ mod tests {
     }
 
     #[test]
-    fn recovery_flags_follow_the_driver() {
+    fn device_flags_follow_the_driver() {
         let base = u64::from(sys::UBLK_F_USER_RECOVERY);
         let reissue = u64::from(sys::UBLK_F_USER_RECOVERY_REISSUE);
-        assert_eq!(recovery_flags(0), base);
-        assert_eq!(recovery_flags(base | reissue), base | reissue);
+        let copy = u64::from(sys::UBLK_F_USER_COPY);
+        assert_eq!(device_flags(0), base);
+        assert_eq!(device_flags(base | reissue), base | reissue);
+        assert_eq!(device_flags(base | copy), base | copy);
+        assert_eq!(device_flags(!0), base | reissue | copy);
     }
 }

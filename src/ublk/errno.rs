@@ -19,6 +19,14 @@ pub fn read_errno(err: &EngineError) -> i32 {
     }
 }
 
+/// The `-errno` for a request whose bytes could not be copied into it through `/dev/ublkcN`
+/// (USER_COPY): EIO. EFAULT there means the image's mapping lost the page (the image was
+/// truncated, or the cache disk failed to read it back); the reader sees an I/O error, as a
+/// disk's unreadable sector gives, and the daemon's log says which it was.
+pub fn copy_errno(_err: &std::io::Error) -> i32 {
+    -libc::EIO
+}
+
 /// The result of a request the device refuses by its kind.
 pub fn refused_op_errno(op: u32) -> i32 {
     use libublk::sys;

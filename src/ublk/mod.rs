@@ -3,7 +3,11 @@
 //!
 //! - `config`: what a device serves, kept in libublk's per-device json;
 //! - `daemon`: adding/recovering the device, signals, periodic and final map saves;
-//! - `queue`: one async task per tag, media reads on the queue's own io_uring;
+//! - `queue`: one async task per tag: hits copied into requests (USER_COPY), misses stepped
+//!   through the engine;
+//! - `media_read`: media reads (the media's `ReadPlan`) on the queue's own io_uring;
+//! - `wake`: a queue's wake-up eventfd, for requests waiting on other requests or on the
+//!   media-change watcher;
 //! - `errno`: the one place errors become `-errno`;
 //! - `devices`: listing, resolving and removing devices.
 //!
@@ -13,7 +17,9 @@ mod config;
 mod daemon;
 mod devices;
 mod errno;
+mod media_read;
 mod queue;
+mod wake;
 
 pub use config::{
     from_device_json, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR, TARGET_NAME,
@@ -22,4 +28,4 @@ pub use daemon::{check_geometry, isolate_mount_namespace, serve, DeviceSpec, Ser
 pub use devices::{
     daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,
 };
-pub use errno::{read_errno, refused_op_errno};
+pub use errno::{copy_errno, read_errno, refused_op_errno};

@@ -1,32 +1,56 @@
 //! One ublk queue: an async task per tag, each serving its requests through the engine.
 //!
-//! A read is driven through the engine's sans-IO API: `step` copies hits out of the image; a
-//! `Fetch` is read from the media with an `opcode::Read` on this queue's own io_uring (so a slow
-//! miss on one tag never blocks hits on the others); `Wait` (another request is fetching the same
-//! bytes) sleeps ~1 ms on an io_uring timeout and steps again. Test-mode latency and injected
-//! errors are applied here too, since the media's own `read_at` is bypassed.
+//! Hit path with `USER_COPY` (the device has it when the driver does: Linux 6.5+): a request
+//! whose bytes are all cached is written straight from the image's mapping into the request
+//! with one `pwrite` to `/dev/ublkcN` at the request's user-copy offset: the kernel copies once,
+//! as the loop driver does. A page of the image the kernel cannot provide (the image truncated
+//! under us, a cache-disk I/O error) fails that `pwrite` with EFAULT, and the request with EIO;
+//! nothing in this process touches the page, so there is no SIGBUS. A synchronous `pwrite`, not
+//! an io_uring `Write`: `/dev/ublkcN` cannot take non-blocking writes, so io_uring would hand
+//! every one to a worker thread. Other requests are stepped through the engine into a tag
+//! buffer, which is then written into the request the same way. Without `USER_COPY` the tag
+//! buffer is the request's buffer and the kernel copies it out (today's path on older kernels).
+//!
+//! Misses: a `Fetch` is read from the media with `Read`s on this queue's own io_uring (see
+//! `media_read.rs`), so a slow miss on one tag never blocks hits on the others. Before it is
+//! landed, the engine's media-change watcher must have probed the drive after the read (see
+//! `Engine::read_done`); the tag waits for that, and for other requests' fetches
+//! (`Step::Wait`), on the queue's wake-up eventfd (`wake.rs`), never by polling.
 //!
 //! Must never contain read policy (the engine decides hits, misses, retries and bad sectors), and
-//! never block the queue thread (no sync media reads, no sleeps).
+//! never block the queue thread on the drive (no sync media reads, no change probes, no sleeps).
 
 use std::io;
+use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
-use io_uring::{opcode, types};
+use io_uring::types::{SubmitArgs, Timespec};
 use libublk::helpers::IoBuf;
-use libublk::io::{UblkDev, UblkQueue};
-use libublk::uring_async::ublk_submit_sqe_async;
-use libublk::{sys, BufDesc, UblkError, UblkUringData};
+use libublk::io::{with_task_io_ring_mut, UblkDev, UblkIOCtx, UblkQueue};
+use libublk::uring_async::{
+    run_uring_tasks, ublk_reap_io_events_with_update_queue, ublk_wake_task,
+};
+use libublk::{sys, BufDesc, UblkError};
 
-use crate::engine::{Engine, EngineError, Fetch, Step};
-use crate::media::Media;
+use crate::engine::{Engine, EngineError, Step};
 
-use super::errno::{read_errno, refused_op_errno};
+use super::errno::{copy_errno, read_errno, refused_op_errno};
+use super::media_read::read_media;
+use super::wake::QueueWaiters;
 
-/// How long a request waits before stepping again when another request holds its bytes.
-const WAIT_STEP: Duration = Duration::from_millis(1);
+/// How long an idle queue sleeps in the kernel before libublk marks it idle.
+const IDLE_SECS: u64 = 20;
+
+/// What every tag of a queue shares.
+struct QueueCtx {
+    engine: Arc<Engine>,
+    waiters: QueueWaiters,
+    qid: u16,
+    /// `/dev/ublkcN` when the device has `USER_COPY` (libublk keeps it open for the device's life).
+    user_copy: Option<RawFd>,
+    max_io: usize,
+}
 
 /// Serves queue `qid` until the device stops. Runs on the queue's thread (libublk spawns it).
 pub(crate) fn run_queue(qid: u16, dev: &UblkDev, engine: Arc<Engine>) {
@@ -37,35 +61,90 @@ pub(crate) fn run_queue(qid: u16, dev: &UblkDev, engine: Arc<Engine>) {
             return;
         }
     };
+    let waiters = match QueueWaiters::new(&engine) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(qid, error = %e, "cannot set up the queue's wake-up eventfd");
+            return;
+        }
+    };
+    let user_copy =
+        (dev.dev_info.flags & u64::from(sys::UBLK_F_USER_COPY) != 0).then_some(dev.tgt.fds[0]);
+    let ctx = Rc::new(QueueCtx {
+        engine,
+        waiters,
+        qid,
+        user_copy,
+        max_io: dev.dev_info.max_io_buf_bytes as usize,
+    });
     let exe = Rc::new(smol::LocalExecutor::new());
     let mut tasks = Vec::new();
     for tag in queue.tags() {
         let q = queue.clone();
-        let engine = engine.clone();
+        let ctx = ctx.clone();
         tasks.push(exe.spawn(async move {
-            match io_task(&q, tag, &engine).await {
+            match io_task(&q, tag, &ctx).await {
                 Ok(()) | Err(UblkError::QueueIsDown) => {}
                 Err(e) => tracing::error!(qid, tag, error = %e, "ublk io task failed"),
             }
         }));
     }
+    let wake_ctx = ctx.clone();
+    let _wake_task = exe.spawn(async move { wake_ctx.waiters.run().await });
     let run = exe.clone();
+    let q = queue.clone();
     smol::block_on(exe.run(async move {
         let run_ops = || while run.try_tick() {};
         let done = || tasks.iter().all(|t| t.is_finished());
-        if let Err(e) = libublk::wait_and_handle_io_events(&queue, Some(20), run_ops, done).await {
+        let poll = || async { poll_ring(&q) };
+        let reap = |timed_out| {
+            ublk_reap_io_events_with_update_queue(&q, timed_out, None, |cqe| {
+                ublk_wake_task(cqe.user_data(), cqe)
+            })
+        };
+        if let Err(e) = run_uring_tasks(poll, reap, run_ops, done).await {
             tracing::error!(qid, error = %e, "ublk queue event loop failed");
         }
     }));
     tracing::debug!(qid, "ublk queue stopped");
 }
 
+/// Submits and waits for at least one completion: `Ok(true)` on the idle timeout. Once the
+/// queue is stopping, still waits (libublk's own loop stops waiting then, and spins a core
+/// until the last slow media read returns), and says `QueueIsDown` so the loop ends as soon as
+/// every tag is done.
+fn poll_ring(q: &UblkQueue<'_>) -> Result<bool, UblkError> {
+    let stopping = q.is_stopping();
+    let ts = Timespec::new().sec(if stopping { 1 } else { IDLE_SECS });
+    let args = SubmitArgs::new().timespec(&ts);
+    let res = with_task_io_ring_mut(|r| r.submitter().submit_with_args(1, &args));
+    let timed_out = match res {
+        Ok(_) => false,
+        Err(e) if e.raw_os_error() == Some(libc::ETIME) => true,
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => false,
+        Err(e) => return Err(UblkError::IOError(e)),
+    };
+    if stopping {
+        Err(UblkError::QueueIsDown)
+    } else {
+        Ok(timed_out)
+    }
+}
+
 /// The per-tag loop: fetch a request, serve it, commit its result and fetch the next.
-async fn io_task(q: &UblkQueue<'_>, tag: u16, engine: &Engine) -> Result<(), UblkError> {
-    let mut buf = IoBuf::<u8>::new(q.dev.dev_info.max_io_buf_bytes as usize);
+async fn io_task(q: &UblkQueue<'_>, tag: u16, ctx: &QueueCtx) -> Result<(), UblkError> {
+    // Without USER_COPY the kernel copies the reply out of this buffer; with it, the buffer is
+    // only where non-hit requests are assembled (allocated on the first one).
+    let mut buf: Option<IoBuf<u8>> = None;
     let mut media_buf: Option<IoBuf<u8>> = None;
-    q.submit_io_prep_cmd(tag, BufDesc::Slice(buf.as_slice()), 0, Some(&buf))
-        .await?;
+    if ctx.user_copy.is_some() {
+        q.submit_io_prep_cmd(tag, BufDesc::Slice(&[]), 0, None)
+            .await?;
+    } else {
+        let b = buf.insert(IoBuf::new(ctx.max_io));
+        q.submit_io_prep_cmd(tag, BufDesc::Slice(b.as_slice()), 0, Some(b))
+            .await?;
+    }
     loop {
         let iod = q.get_iod(tag);
         let op = iod.op_flags & 0xff;
@@ -73,61 +152,122 @@ async fn io_task(q: &UblkQueue<'_>, tag: u16, engine: &Engine) -> Result<(), Ubl
         let len = (iod.nr_sectors as usize) << 9;
         let res = match op {
             sys::UBLK_IO_OP_READ => {
-                serve_read(engine, offset, len, buf.as_mut_slice(), &mut media_buf).await
+                serve_read(ctx, tag, offset, len, &mut buf, &mut media_buf).await
             }
             // Read-only: nothing is ever cached dirty, so there is nothing to flush.
             sys::UBLK_IO_OP_FLUSH => 0,
             other => refused_op_errno(other),
         };
-        q.submit_io_commit_cmd(tag, BufDesc::Slice(buf.as_slice()), res)
-            .await?;
+        let desc = match (&buf, ctx.user_copy) {
+            (Some(b), None) => BufDesc::Slice(b.as_slice()),
+            _ => BufDesc::Slice(&[]),
+        };
+        q.submit_io_commit_cmd(tag, desc, res).await?;
     }
 }
 
-/// Serves one read into `io[..len]`: the byte count or `-errno`.
+/// Serves one read of `len` bytes at `offset`: the byte count or `-errno`.
 async fn serve_read(
-    engine: &Engine,
+    ctx: &QueueCtx,
+    tag: u16,
     offset: u64,
     len: usize,
-    io: &mut [u8],
+    buf: &mut Option<IoBuf<u8>>,
     media_buf: &mut Option<IoBuf<u8>>,
 ) -> i32 {
-    let Some(buf) = io.get_mut(..len) else {
+    let Ok(done) = i32::try_from(len) else {
         return -libc::EINVAL;
     };
-    match read_through(engine, offset, buf, media_buf).await {
-        Ok(()) => i32::try_from(len).unwrap_or(-libc::EINVAL),
-        Err(e) => {
-            tracing::warn!(
-                offset,
-                len,
-                error = &e as &dyn std::error::Error,
-                "read failed"
-            );
-            read_errno(&e)
+    let engine = &ctx.engine;
+    if let Some(cdev) = ctx.user_copy {
+        let pos = UblkIOCtx::ublk_user_copy_pos(ctx.qid, tag, 0);
+        let hit = engine.serve_hit(offset, len, |m| {
+            write_request(cdev, pos, m.as_ptr(), m.len())
+        });
+        match hit {
+            Some(Ok(())) => return done,
+            Some(Err(e)) => {
+                tracing::warn!(offset, len, error = &e as &dyn std::error::Error, "copying cached bytes into the request failed (the image lost pages: truncated, or a cache-disk I/O error)");
+                return copy_errno(&e);
+            }
+            None => {}
         }
     }
+    let b = buf.get_or_insert_with(|| IoBuf::new(ctx.max_io));
+    let Some(dst) = b.as_mut_slice().get_mut(..len) else {
+        return -libc::EINVAL;
+    };
+    if let Err(e) = read_through(ctx, offset, dst, media_buf).await {
+        tracing::warn!(offset, len, error = &e as &dyn std::error::Error, "read failed");
+        return read_errno(&e);
+    }
+    if let Some(cdev) = ctx.user_copy {
+        let pos = UblkIOCtx::ublk_user_copy_pos(ctx.qid, tag, 0);
+        if let Err(e) = write_request(cdev, pos, dst.as_ptr(), len) {
+            tracing::warn!(offset, len, error = &e as &dyn std::error::Error, "copying the bytes into the request failed");
+            return copy_errno(&e);
+        }
+    }
+    done
+}
+
+/// Writes `len` bytes from `src` into the request at user-copy position `pos` of `/dev/ublkcN`.
+fn write_request(cdev: RawFd, pos: u64, src: *const u8, len: usize) -> io::Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let at = libc::off_t::try_from(pos + done as u64)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `src..src+len` is readable memory for the call: either a live buffer of ours
+        // or the image's mapping (kept alive by the engine); the kernel only reads it, and a
+        // page it cannot read fails the call with EFAULT instead of a signal. `cdev` is the
+        // device's char device, open for the device's life.
+        let n = unsafe { libc::pwrite(cdev, src.add(done).cast(), len - done, at) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Drives one request through the engine until it is done or failed.
 async fn read_through(
-    engine: &Engine,
+    ctx: &QueueCtx,
     offset: u64,
     buf: &mut [u8],
     media_buf: &mut Option<IoBuf<u8>>,
 ) -> Result<(), EngineError> {
+    let engine = &ctx.engine;
     let mut req = engine.begin(offset, buf.len());
     loop {
         match engine.step(&mut req, buf)? {
             Step::Done => return Ok(()),
-            Step::Fetch(fetch) => {
-                let io_len = fetch.io_len();
-                let mb = media_buffer(media_buf, io_len);
+            Step::Fetch(mut fetch) => {
+                let mb = media_buffer(media_buf, fetch.io_len());
                 let got = read_media(engine.media().as_ref(), &fetch, mb).await;
+                engine.read_done(&mut fetch);
+                while !engine.probe_ready(&fetch) {
+                    let woken = ctx.waiters.listen();
+                    if engine.probe_ready(&fetch) {
+                        break;
+                    }
+                    woken.await;
+                }
                 let data = got.map(|n| &mb.as_slice()[..n.min(fetch.len)]);
                 engine.complete(fetch, data)?;
             }
-            Step::Wait => sleep(WAIT_STEP).await,
+            Step::Wait => {
+                let woken = ctx.waiters.listen();
+                if !engine.wait_over(&req) {
+                    woken.await;
+                }
+            }
         }
     }
 }
@@ -139,58 +279,4 @@ fn media_buffer(slot: &mut Option<IoBuf<u8>>, len: usize) -> &mut IoBuf<u8> {
     }
     // The slot was filled just above if it was empty.
     slot.get_or_insert_with(|| IoBuf::new(len.max(1)))
-}
-
-/// Reads what `fetch` asks from the media on this queue's io_uring: latency and injected
-/// errors first (test mode), then `Read`s until the whole sector-rounded length is read or the
-/// media ends. Returns the bytes read.
-async fn read_media(media: &dyn Media, fetch: &Fetch, buf: &mut IoBuf<u8>) -> io::Result<usize> {
-    let latency = media.latency();
-    if !latency.is_zero() {
-        sleep(latency).await;
-    }
-    let want = fetch.io_len();
-    if let Some(err) = media.injected(fetch.offset, want as u64) {
-        return Err(err);
-    }
-    let sector = media.sector_size() as usize;
-    let mut done = 0usize;
-    let mut interrupted = 0;
-    while done < want {
-        let dst = &mut buf.as_mut_slice()[done..want];
-        let sqe = opcode::Read::new(
-            types::Fd(media.raw_fd()),
-            dst.as_mut_ptr(),
-            u32::try_from(dst.len()).unwrap_or(u32::MAX),
-        )
-        .offset(fetch.offset + done as u64)
-        .build();
-        let res = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64)
-            .await
-            .map_err(|e| io::Error::other(format!("io_uring submission failed: {e}")))?;
-        match res {
-            0 => break,
-            n if n > 0 => {
-                done += n as usize;
-                // O_DIRECT cannot go on from a misaligned offset; a short read there is the end.
-                if done % sector != 0 {
-                    break;
-                }
-            }
-            e if (e == -libc::EINTR || e == -libc::EAGAIN) && interrupted < 8 => interrupted += 1,
-            e => return Err(io::Error::from_raw_os_error(-e)),
-        }
-    }
-    Ok(done)
-}
-
-/// Sleeps on the queue's io_uring (a `Timeout` op), leaving the thread free for other tags.
-async fn sleep(d: Duration) {
-    let ts = types::Timespec::new()
-        .sec(d.as_secs())
-        .nsec(d.subsec_nanos());
-    let sqe = opcode::Timeout::new(&ts).build();
-    // The timespec lives in this future's frame until the completion: the kernel reads it at
-    // submission, which happens while this future is pending.
-    let _ = ublk_submit_sqe_async(sqe, UblkUringData::Target as u64).await;
 }
