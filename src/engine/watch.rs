@@ -23,6 +23,8 @@
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use nix::sys::signal::{SigSet, SigmaskHow};
+
 use super::wake::Wakers;
 use crate::media::Media;
 
@@ -72,9 +74,16 @@ impl Watch {
             cv: Condvar::new(),
         });
         let (thread_shared, media, wakers) = (shared.clone(), media.clone(), wakers.clone());
-        std::thread::Builder::new()
+        // Started with every signal blocked (the mask is inherited): a signal the process means
+        // to handle on its own thread (the daemon's SIGTERM) must never land here and take its
+        // default action.
+        let all = SigSet::all();
+        let old = all.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        let spawned = std::thread::Builder::new()
             .name("blkcache-watch".into())
-            .spawn(move || run(&thread_shared, media.as_ref(), &wakers))?;
+            .spawn(move || run(&thread_shared, media.as_ref(), &wakers));
+        old.thread_set_mask()?;
+        spawned?;
         Ok(Watch {
             shared: Some(shared),
         })
