@@ -37,11 +37,11 @@ pub struct ServeConfig {
     #[arg(long, value_name = "BYTES")]
     #[serde(rename = "sector_size_override")]
     pub sector_size: Option<u32>,
-    /// Number of ublk queues.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    /// Number of ublk queues (default: one per CPU, at most 8).
+    #[arg(long, default_value_t = crate::ublk::default_queues(), value_parser = clap::value_parser!(u16).range(1..=32))]
     pub queues: u16,
     /// Depth of each queue (requests in flight).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    #[arg(long, default_value_t = crate::ublk::DEFAULT_DEPTH, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub depth: u16,
     /// Bytes read from the source per miss (e.g. 65536, 64k, 1M; a multiple of the sector size).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]

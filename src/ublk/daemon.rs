@@ -4,7 +4,9 @@
 //! Threads: the caller's (libublk's `run_target`: control commands, then joins the queues), one
 //! per queue (see `queue.rs`), a signal thread (sigwait; saves, then stops the device: it must
 //! first set up its own libublk control ring, or libublk panics), a saver thread
-//! (`Engine::maybe_save` every second).
+//! (`Engine::maybe_save` every second), and the engine's media-change watcher for block devices
+//! (the only thread that sends the drive anything but reads). Queues: one per CPU up to
+//! [`MAX_DEFAULT_QUEUES`], [`DEFAULT_DEPTH`] deep, unless `add --queues/--depth` say otherwise.
 //!
 //! Must never leave a caller waiting: `ready` is called once the device is live, and any failure
 //! before that is returned. Never uses `del_dev` (it blocks while the device is mounted).
@@ -28,6 +30,25 @@ use super::queue::run_queue;
 
 /// The ublk control device; missing when the ublk_drv module is not loaded.
 const CONTROL: &str = "/dev/ublk-control";
+
+/// Most queues `add` chooses by itself: one per CPU up to this many. Each queue is a thread with
+/// its own io_uring serving the CPUs mapped to it; past 8, a device whose misses all go to one
+/// drive gains nothing, and hits already run at the page-copy speed of each queue's CPU.
+/// `add --queues` overrides it (up to 32).
+pub const MAX_DEFAULT_QUEUES: u16 = 8;
+
+/// Requests in flight per queue that `add` chooses by itself (`add --depth` overrides it): 64,
+/// enough to keep a queue busy with readahead and parallel readers (the block layer splits
+/// larger I/O into requests of at most the io buffer size) without pinning much memory (a tag
+/// buffer is allocated on its first request that is not a whole-request hit).
+pub const DEFAULT_DEPTH: u16 = 64;
+
+/// The number of queues `add` chooses: one per CPU this process may run on, at most
+/// [`MAX_DEFAULT_QUEUES`].
+pub fn default_queues() -> u16 {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u16::try_from(cpus).map_or(MAX_DEFAULT_QUEUES, |n| n.min(MAX_DEFAULT_QUEUES))
+}
 
 /// How often the saver thread offers the engine a (rate-limited) map save.
 const SAVE_TICK: Duration = Duration::from_secs(1);
@@ -290,8 +311,9 @@ fn build_ctrl(spec: &DeviceSpec) -> Result<UblkCtrl, ServeError> {
 /// Read-only, logical = physical block size = the source's sector size, the source's size.
 fn init_target(dev: &mut UblkDev, cfg: &DeviceConfig) -> Result<(), UblkError> {
     let shift = cfg.sector_size.trailing_zeros() as u8;
-    // One uring_cmd per tag is always in flight, plus at most one media read or timeout.
-    let ring = dev.dev_info.queue_depth.saturating_mul(2);
+    // One uring_cmd per tag is always in flight, plus at most one media read or timeout per tag,
+    // plus the queue's wake-up eventfd read.
+    let ring = dev.dev_info.queue_depth.saturating_mul(2).saturating_add(1);
     dev.tgt.sq_depth = ring;
     dev.tgt.cq_depth = ring;
     dev.tgt.dev_size = cfg.size;
@@ -406,6 +428,14 @@ mod tests {
         assert!(check_geometry(8192, 1000).is_err());
         let e = check_geometry(8192, 8192).unwrap_err().to_string();
         assert!(e.contains("512 to 4096"), "{e}");
+    }
+
+    #[test]
+    fn default_queues_follow_the_cpus_up_to_the_limit() {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let q = usize::from(default_queues());
+        assert_eq!(q, cpus.min(usize::from(MAX_DEFAULT_QUEUES)));
+        assert!(q >= 1);
     }
 
     #[test]

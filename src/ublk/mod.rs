@@ -24,7 +24,10 @@ mod wake;
 pub use config::{
     from_device_json, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR, TARGET_NAME,
 };
-pub use daemon::{check_geometry, isolate_mount_namespace, serve, DeviceSpec, ServeError};
+pub use daemon::{
+    check_geometry, default_queues, isolate_mount_namespace, serve, DeviceSpec, ServeError,
+    DEFAULT_DEPTH, MAX_DEFAULT_QUEUES,
+};
 pub use devices::{
     daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,
 };
