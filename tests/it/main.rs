@@ -3,6 +3,7 @@ mod cli_errors;
 mod engine;
 mod engine_durability;
 mod engine_media_change;
+mod engine_watch;
 mod guest;
 mod lifecycle;
 mod map_ddrescue;
