@@ -84,3 +84,35 @@ pub(crate) fn pread_full(fd: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io:
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+    use std::time::Instant;
+
+    /// The delay comes first, then the error: a damaged sector on a slow drive costs its time.
+    #[test]
+    fn the_delay_is_spent_before_the_error() {
+        let plan = ReadPlan::fail(
+            io::Error::from_raw_os_error(libc::ENODATA),
+            Duration::from_millis(50),
+        );
+        let t0 = Instant::now();
+        let err = plan.read_sync(0, &mut [0u8; 512]).unwrap_err();
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+        assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
+    }
+
+    #[test]
+    fn a_read_plan_reads_to_the_end_of_the_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &[7u8; 1000]).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = ReadPlan::read(file.as_fd(), false)
+            .read_sync(512, &mut buf)
+            .unwrap();
+        assert_eq!(n, 488);
+        assert!(buf[..n].iter().all(|&b| b == 7));
+    }
+}
