@@ -198,13 +198,23 @@ async fn serve_read(
         return -libc::EINVAL;
     };
     if let Err(e) = read_through(ctx, offset, dst, media_buf).await {
-        tracing::warn!(offset, len, error = &e as &dyn std::error::Error, "read failed");
+        tracing::warn!(
+            offset,
+            len,
+            error = &e as &dyn std::error::Error,
+            "read failed"
+        );
         return read_errno(&e);
     }
     if let Some(cdev) = ctx.user_copy {
         let pos = UblkIOCtx::ublk_user_copy_pos(ctx.qid, tag, 0);
         if let Err(e) = write_request(cdev, pos, dst.as_ptr(), len) {
-            tracing::warn!(offset, len, error = &e as &dyn std::error::Error, "copying the bytes into the request failed");
+            tracing::warn!(
+                offset,
+                len,
+                error = &e as &dyn std::error::Error,
+                "copying the bytes into the request failed"
+            );
             return copy_errno(&e);
         }
     }
