@@ -291,7 +291,8 @@ mod tests {
     #[test]
     fn defaults_are_the_clis() {
         let d = ServeConfig::default();
-        assert_eq!((d.queues, d.depth, d.bad_retries), (1, 64, 0));
+        let queues = crate::ublk::default_queues();
+        assert_eq!((d.queues, d.depth, d.bad_retries), (queues, 64, 0));
         assert_eq!((d.source, d.cache, d.read_size), (None, None, None));
         // JSON missing fields (an older daemon's) means the same.
         let back: ServeConfig = serde_json::from_str("{}").unwrap();

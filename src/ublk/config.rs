@@ -85,6 +85,8 @@ mod tests {
                 cache: Some("/var/lib/blkcache/abc".into()),
                 read_size: Some(65536),
                 bad_retries: 1,
+                queues: 1,
+                depth: 64,
                 ..ServeConfig::default()
             },
             size: 1 << 20,
