@@ -6,6 +6,7 @@
 //! - [`media`]: what is read (block devices, optical drives, plain files, test-mode media);
 //! - [`engine`]: the read path joining the three;
 //! - [`serve`]: one serve configuration, and opening media and cache to serve it;
+//! - [`rescue`]: GNU ddrescue's strategy for reading a whole media through the engine (`fill`);
 //! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine.
 
 pub mod cache;
@@ -14,5 +15,6 @@ pub mod files;
 pub mod image;
 pub mod map;
 pub mod media;
+pub mod rescue;
 pub mod serve;
 pub mod ublk;

@@ -198,7 +198,9 @@ pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
     Ok(Prepared { media, cache })
 }
 
-fn open_media(cfg: &ServeConfig, source: &Path) -> Result<Arc<dyn Media>, MediaError> {
+/// Opens `source` read-only as `cfg` says: plain, or as test-mode media (a damage map and/or a
+/// latency). Also what `blkcache fill` reads through.
+pub fn open_media(cfg: &ServeConfig, source: &Path) -> Result<Arc<dyn Media>, MediaError> {
     let mopts = MediaOptions {
         sector_size: cfg.sector_size,
         ..MediaOptions::default()
@@ -246,8 +248,13 @@ pub fn start(
     Ok((Arc::new(engine), device))
 }
 
-/// Parses a byte count with an optional k/M suffix (powers of 1024).
+/// Parses a byte count with an optional k/M suffix (powers of 1024) that fits in a u32.
 pub fn parse_size(s: &str) -> Result<u32, String> {
+    parse_bytes(s).and_then(|b| u32::try_from(b).map_err(|_| format!("'{s}' is out of range")))
+}
+
+/// Parses a positive byte count with an optional k/M/G suffix (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let lower = t.to_ascii_lowercase();
     let (num, mult) = if let Some(n) = lower
@@ -260,6 +267,11 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         .or_else(|| lower.strip_suffix("m"))
     {
         (n, 1024 * 1024)
+    } else if let Some(n) = lower
+        .strip_suffix("gib")
+        .or_else(|| lower.strip_suffix("g"))
+    {
+        (n, 1024 * 1024 * 1024)
     } else {
         (lower.as_str(), 1)
     };
@@ -268,7 +280,6 @@ pub fn parse_size(s: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("'{s}' is not a byte count (e.g. 65536, 64k, 1M)"))?;
     n.checked_mul(mult)
-        .and_then(|b| u32::try_from(b).ok())
         .filter(|&b| b > 0)
         .ok_or_else(|| format!("'{s}' is out of range"))
 }

@@ -3,6 +3,7 @@
 mod add;
 mod daemon;
 mod del;
+mod fill;
 mod list;
 mod recover;
 mod status;
@@ -31,6 +32,7 @@ pub enum Command {
     Add(add::AddArgs),
     /// Stop serving a device: save the map and remove the device.
     Del(del::DelArgs),
+    Fill(fill::FillArgs),
     /// List blkcache devices.
     List(list::ListArgs),
     /// Re-attach a daemon to devices whose daemon died.
@@ -64,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Add(args) => add::run(args, cli.verbose),
         Command::Del(args) => del::run(args),
+        Command::Fill(args) => fill::run(args),
         Command::List(args) => list::run(args),
         Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),

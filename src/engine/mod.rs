@@ -40,6 +40,7 @@
 mod claims;
 mod complete;
 mod counters;
+mod directed;
 mod error;
 mod hit;
 mod persist;
@@ -58,6 +59,7 @@ use crate::map::{Mapfile, Status};
 use crate::media::{AlignedBuf, Media};
 
 pub use counters::Counters;
+pub use directed::Exact;
 pub use error::EngineError;
 pub use request::{Fetch, ReadRequest, Step};
 pub use wake::{Wake, WakerGuard};

@@ -37,37 +37,70 @@ impl fmt::Display for Identity {
 
 /// Computes the identity of `media` (one read of up to 64 KiB at offset 0).
 pub fn fingerprint(media: &dyn Media, path: &std::path::Path) -> Result<Identity, MediaError> {
-    let size = media.size();
     let sector = u64::from(media.sector_size());
-    let head = size.min(HEAD_BYTES as u64);
+    let head = media.size().min(HEAD_BYTES as u64);
     // Read whole sectors (O_DIRECT); the tail beyond `head` is not hashed.
     let io_len = head.div_ceil(sector) * sector;
     let mut buf = AlignedBuf::new(io_len as usize);
+    let read = media.read_at(0, &mut buf);
+    let read = match &read {
+        Ok(n) => Ok(&buf[..*n]),
+        Err(e) => Err(e),
+    };
+    identity_from_head(media.size(), media.sector_size(), path, read)
+}
+
+/// The weaker identity of media whose first 64 KiB cannot be read: size and sector size only.
+/// Equal to what [`fingerprint`] gives such media, so it can be compared without a read.
+pub fn size_only_identity(size: u64, sector_size: u32) -> Identity {
     let mut hasher = FnvHasher::default();
     hasher.write(&size.to_le_bytes());
-    hasher.write(&media.sector_size().to_le_bytes());
-    let head_read = match media.read_at(0, &mut buf) {
-        Ok(n) if n as u64 >= head => {
-            hasher.write(&buf[..head as usize]);
+    hasher.write(&sector_size.to_le_bytes());
+    Identity {
+        hash: hasher.finish(),
+        head_read: false,
+    }
+}
+
+/// The identity from the result of reading the media's start at offset 0 (the bytes read, or
+/// the error): shared by [`fingerprint`] and by a fill, which reads the start once for both
+/// the identity and the image. A medium error gives the weaker size-only identity; a short
+/// read or any other error is an error.
+pub fn identity_from_head(
+    size: u64,
+    sector_size: u32,
+    path: &std::path::Path,
+    read: Result<&[u8], &std::io::Error>,
+) -> Result<Identity, MediaError> {
+    let head = size.min(HEAD_BYTES as u64);
+    let mut hasher = FnvHasher::default();
+    hasher.write(&size.to_le_bytes());
+    hasher.write(&sector_size.to_le_bytes());
+    let head_read = match read {
+        Ok(bytes) if bytes.len() as u64 >= head => {
+            hasher.write(&bytes[..head as usize]);
             true
         }
-        Ok(n) => {
+        Ok(bytes) => {
             return Err(MediaError::Read {
                 path: path.to_owned(),
-                offset: n as u64,
+                offset: bytes.len() as u64,
                 source: std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
             })
         }
-        Err(err) if is_medium_error(&err) => {
+        Err(err) if is_medium_error(err) => {
             tracing::warn!(path = %path.display(), error = %err,
                 "first 64 KiB unreadable; identity covers size and sector size only");
             false
         }
-        Err(source) => {
+        Err(err) => {
             return Err(MediaError::Read {
                 path: path.to_owned(),
                 offset: 0,
-                source,
+                source: match err.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(err.kind(), err.to_string()),
+                },
             })
         }
     };

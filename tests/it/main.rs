@@ -4,6 +4,7 @@ mod engine;
 mod engine_durability;
 mod engine_media_change;
 mod engine_watch;
+mod fill;
 mod guest;
 mod lifecycle;
 mod map_ddrescue;

@@ -1,0 +1,147 @@
+//! Adopting a directory GNU ddrescue made: `image` and `mapfile` and nothing else become a
+//! blkcache cache, so `blkcache fill` (and `add`) can go on where ddrescue stopped.
+//!
+//! ddrescue's image stops at the last byte it wrote and its map at the end of what it was told
+//! to read (`-s`, or the last `+` block of a `-H` test map): the image is extended with a hole
+//! and the map with non-tried bytes up to the source's size. Order: image, then map (saved
+//! atomically, with blkcache's metadata), then `blkcache.json` last, which marks the directory
+//! as a cache. Never shrinks anything: an image or map larger than the source is refused.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cache::{CacheMeta, SourceInfo, IMAGE_FILE, MAPFILE_FILE, META_FILE};
+use crate::map::{self, FileMap, MapError, Meta, Run, Status};
+
+/// Why a ddrescue directory cannot be adopted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdoptError {
+    /// The directory lacks `image` or `mapfile`.
+    #[error("{} has no {what}; a GNU ddrescue rescue to adopt needs both image and mapfile", dir.display())]
+    Missing {
+        /// The directory.
+        dir: PathBuf,
+        /// The missing file's name.
+        what: &'static str,
+    },
+    /// The map or image covers more than the source.
+    #[error("{} is {found} bytes but the source {source_path} has {size} bytes; not the same media?", path.display())]
+    Larger {
+        /// The map or image.
+        path: PathBuf,
+        /// Its size.
+        found: u64,
+        /// The source's size.
+        size: u64,
+        /// The source.
+        source_path: String,
+    },
+    /// The mapfile cannot be read or saved.
+    #[error(transparent)]
+    Map(#[from] MapError),
+    /// The metadata cannot be written.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
+    /// A file operation failed.
+    #[error("cannot {op} {}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Whether `dir` looks like a ddrescue rescue rather than a blkcache cache: an image or a
+/// mapfile, no metadata.
+pub fn is_ddrescue_dir(dir: &Path) -> bool {
+    !dir.join(META_FILE).exists()
+        && (dir.join(IMAGE_FILE).exists() || dir.join(MAPFILE_FILE).exists())
+}
+
+/// Makes `dir` (a ddrescue `image` + `mapfile`) a cache of `source`.
+pub fn adopt(dir: &Path, source: &SourceInfo) -> Result<(), AdoptError> {
+    let image = dir.join(IMAGE_FILE);
+    let mapfile = dir.join(MAPFILE_FILE);
+    for (path, what) in [(&image, IMAGE_FILE), (&mapfile, MAPFILE_FILE)] {
+        if !path.exists() {
+            return Err(AdoptError::Missing {
+                dir: dir.to_owned(),
+                what,
+            });
+        }
+    }
+    let larger = |path: &Path, found: u64| AdoptError::Larger {
+        path: path.to_owned(),
+        found,
+        size: source.size,
+        source_path: source.path.clone(),
+    };
+    let mut m = map::load(&mapfile)?;
+    if m.map.size() > source.size {
+        return Err(larger(&mapfile, m.map.size()));
+    }
+    let io_err = |op, path: &Path| {
+        let path = path.to_owned();
+        move |source| AdoptError::Io { op, path, source }
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .map_err(io_err("open image", &image))?;
+    let len = file.metadata().map_err(io_err("stat image", &image))?.len();
+    if len > source.size {
+        return Err(larger(&image, len));
+    }
+    if len < source.size {
+        // A hole: nothing is written, and the map claims none of it.
+        file.set_len(source.size)
+            .map_err(io_err("extend image", &image))?;
+        file.sync_all().map_err(io_err("fsync image", &image))?;
+    }
+    drop(file);
+    let old = m.map.size();
+    if old < source.size {
+        let tail = Run {
+            pos: old,
+            len: source.size - old,
+            status: Status::NonTried,
+        };
+        m.map = FileMap::from_runs(m.map.iter().chain([tail])).unwrap_or_else(|| {
+            // Only reachable with an empty map: then all of it is the tail.
+            FileMap::new(source.size)
+        });
+    }
+    let version = env!("CARGO_PKG_VERSION").to_string();
+    m.meta = Meta {
+        source: Some(source.path.clone()),
+        size: Some(source.size),
+        sector_size: Some(source.sector_size),
+        identity: Some(source.identity.clone()),
+        version: Some(version.clone()),
+        ..m.meta
+    };
+    map::save(&mapfile, &m)?;
+    let meta = CacheMeta {
+        source: source.path.clone(),
+        size: source.size,
+        sector_size: source.sector_size,
+        identity: source.identity.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        version,
+    };
+    let json = serde_json::to_string_pretty(&meta).map_err(|e| AdoptError::Io {
+        op: "serialise metadata for",
+        path: dir.join(META_FILE),
+        source: io::Error::other(e),
+    })?;
+    crate::files::write_atomic(&dir.join(META_FILE), format!("{json}\n").as_bytes())?;
+    Ok(())
+}
