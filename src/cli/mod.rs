@@ -3,6 +3,7 @@
 mod add;
 mod daemon;
 mod del;
+mod export;
 mod fill;
 mod list;
 mod recover;
@@ -33,6 +34,7 @@ pub enum Command {
     /// Stop serving a device: save the map and remove the device.
     Del(del::DelArgs),
     Fill(fill::FillArgs),
+    Export(export::ExportArgs),
     /// List blkcache devices.
     List(list::ListArgs),
     /// Re-attach a daemon to devices whose daemon died.
@@ -67,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Add(args) => add::run(args, cli.verbose),
         Command::Del(args) => del::run(args),
         Command::Fill(args) => fill::run(args),
+        Command::Export(args) => export::run(args),
         Command::List(args) => list::run(args),
         Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),

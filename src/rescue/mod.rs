@@ -20,6 +20,7 @@
 pub mod adopt;
 mod chunk;
 mod copy;
+pub mod export;
 mod rescuer;
 mod retry;
 mod scrape;

@@ -4,6 +4,7 @@ mod engine;
 mod engine_durability;
 mod engine_media_change;
 mod engine_watch;
+mod export;
 mod fill;
 mod guest;
 mod lifecycle;
