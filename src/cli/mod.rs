@@ -6,6 +6,7 @@ mod del;
 mod export;
 mod fill;
 mod list;
+mod merge;
 mod recover;
 mod status;
 
@@ -35,6 +36,7 @@ pub enum Command {
     Del(del::DelArgs),
     Fill(fill::FillArgs),
     Export(export::ExportArgs),
+    Merge(merge::MergeArgs),
     /// List blkcache devices.
     List(list::ListArgs),
     /// Re-attach a daemon to devices whose daemon died.
@@ -70,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Del(args) => del::run(args),
         Command::Fill(args) => fill::run(args),
         Command::Export(args) => export::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::List(args) => list::run(args),
         Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),

@@ -21,6 +21,7 @@ pub mod adopt;
 mod chunk;
 mod copy;
 pub mod export;
+pub mod merge;
 mod rescuer;
 mod retry;
 mod scrape;

@@ -12,4 +12,5 @@ mod map_ddrescue;
 mod map_fuzz;
 mod media_blockdev;
 mod media_testmode;
+mod merge;
 mod util;
