@@ -3,13 +3,15 @@
 //! - [`filemap`]: `FileMap`, the in-memory extents with ddrescue statuses (O(log n) lookup/mark);
 //! - [`mod@format`]: the mapfile text format, pure text <-> [`Mapfile`], no I/O;
 //! - [`persist`]: loading and atomic, durable saving;
-//! - [`stats`]: per-status figures and the `blkcache status` report.
+//! - [`stats`]: per-status figures and the `blkcache status` report;
+//! - [`picture`]: the map drawn like ddrescueview, for a terminal or as SVG.
 //!
 //! Nothing here may panic on any input: bad mapfiles are errors naming the file and line.
 
 pub mod filemap;
 pub mod format;
 pub mod persist;
+pub mod picture;
 pub mod stats;
 
 pub use filemap::{FileMap, Run, Status};

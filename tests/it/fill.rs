@@ -430,3 +430,31 @@ fn a_fill_killed_at_random_moments_ends_with_the_same_map_and_image() {
     let img = |p: &Path| std::fs::read(p.join("image")).unwrap();
     assert_eq!(img(&cache), img(&disc.path("whole")));
 }
+
+#[test]
+fn status_draws_a_half_filled_cache_in_80_columns_and_as_svg() {
+    let disc = Disc::new(2 << 20, 14, 30_000, 51, true);
+    let (o, _) = disc.fill("half", &["--max-read-errors", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let svg = disc.path("map.svg");
+    let o = run(Command::new(BLKCACHE)
+        .arg("status")
+        .arg(disc.path("half"))
+        .args(["--picture", "--plain", "--svg"])
+        .arg(&svg));
+    assert!(o.status.success(), "{o:?}");
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    let rows: Vec<&str> = text.lines().skip(1).take(16).collect();
+    let cells: String = rows.iter().map(|r| &r[r.len() - 64..]).collect();
+    assert_eq!(cells.len(), 1024, "{text}");
+    for c in ['+', '?', '*'] {
+        assert!(cells.contains(c), "no {c} cell in\n{text}");
+    }
+    assert!(text.contains("current status: copying"), "{text}");
+    let svg = std::fs::read_to_string(svg).unwrap();
+    assert!(svg.starts_with("<svg") && svg.matches("<rect").count() > 1024);
+    // Piped without --picture: exactly ddrescuelog's figures, no picture.
+    let o = run(Command::new(BLKCACHE).arg("status").arg(disc.path("half")));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("\n   current pos:"));
+}
