@@ -17,7 +17,8 @@
 //!   touches; a sector that fails alone becomes `-`. Parts of a failed chunk outside the request
 //!   stay `*` for later.
 //! - A `-` sector is not read again unless `bad_retries` allows it (per request). A request
-//!   touching a bad sector still caches its other sectors, then fails with `BadSector`.
+//!   touching a bad sector still caches its other sectors, then fails with `BadSector`, or
+//!   with `on_bad_sector: Zero` gets zeros for the bad bytes and succeeds (read in `step.rs`).
 //! - Errors that are not medium errors (no disc, short read, a full image disk) mark nothing and
 //!   fail the request.
 //! - A media change (disc swapped or ejected, `Media::media_changed`) is asked of the drive only
@@ -78,6 +79,20 @@ pub struct EngineConfig {
     pub bad_retries: u32,
     /// Minimum time between two `maybe_save` saves (default 30 s).
     pub save_interval: Duration,
+    /// What a request gets for a bad sector (default: an error). The map is the same either way.
+    pub on_bad_sector: OnBadSector,
+}
+
+/// What readers get for bytes of a bad sector (`add --on-bad-sector`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBadSector {
+    /// The request fails (EIO on the device), as a drive does.
+    #[default]
+    Eio,
+    /// The bad bytes read as zeros and the request succeeds, so a program copying files from a
+    /// damaged disc gets past a bad sector (OpenSuperClone's virtual disk offers the same).
+    Zero,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +101,7 @@ impl Default for EngineConfig {
             read_size: 64 * 1024,
             bad_retries: 0,
             save_interval: Duration::from_secs(30),
+            on_bad_sector: OnBadSector::Eio,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::counters::AtomicCounters;
 use super::request::FetchKind;
-use super::{lock, Engine, EngineError, Fetch, ReadRequest, State, Step};
+use super::{lock, Engine, EngineError, Fetch, OnBadSector, ReadRequest, State, Step};
 use crate::map::{Run, Status};
 
 fn align_down(x: u64, to: u64) -> u64 {
@@ -108,15 +108,24 @@ impl Engine {
                         drop(state);
                         return self.checked(fetch);
                     }
-                    req.first_bad.get_or_insert(req.pos);
                     // With retries, go on sector by sector (each gets its retries); without,
                     // skip the whole bad run (nothing can claim `-` bytes then).
                     let stop = if inner.cfg.bad_retries > 0 {
                         (start + sector).min(run.end())
                     } else {
                         run.end()
-                    };
-                    req.pos = stop.min(end);
+                    }
+                    .min(end);
+                    match inner.cfg.on_bad_sector {
+                        OnBadSector::Eio => {
+                            req.first_bad.get_or_insert(req.pos);
+                        }
+                        OnBadSector::Zero => {
+                            let from = (req.pos - req.offset) as usize;
+                            buf[from..(stop - req.offset) as usize].fill(0);
+                        }
+                    }
+                    req.pos = stop;
                 }
             }
         }

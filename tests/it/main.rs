@@ -13,4 +13,5 @@ mod map_fuzz;
 mod media_blockdev;
 mod media_testmode;
 mod merge;
+mod on_bad_sector;
 mod util;
