@@ -430,19 +430,25 @@ impl Shown {
         self.last = Some(Instant::now());
         let s = &p.stats;
         let size = s.total_bytes().max(1);
+        let rescued = s.get(Status::Finished).bytes;
         let line = format!(
-            "{} pass {} at {}B: rescued {}B ({:.2}%), bad {}B, non-tried {}B, {} reads, {} errors, {}B/s",
+            "{} pass {} at {}B: {:.2}% rescued, {}B bad, {}B non-tried, {} reads, {} failed, {}B/s",
             blkcache::map::stats::phase_name(p.phase),
             p.pass,
             format_num(p.pos),
-            format_num(s.get(Status::Finished).bytes),
-            100.0 * s.get(Status::Finished).bytes as f64 / size as f64,
+            100.0 * rescued as f64 / size as f64,
             format_num(s.get(Status::BadSector).bytes),
             format_num(s.get(Status::NonTried).bytes),
             p.reads,
             p.read_errors,
             format_num(p.current_rate),
         );
+        // One terminal line: redrawn in place, never wrapped.
+        let line: String = if self.tty {
+            line.chars().take(79).collect()
+        } else {
+            line
+        };
         let mut err = std::io::stderr().lock();
         if self.tty {
             let _ = write!(err, "\r\x1b[K{line}");

@@ -399,9 +399,11 @@ fn a_fill_killed_at_random_moments_ends_with_the_same_map_and_image() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut interrupted = false;
         if kills < 20 {
             std::thread::sleep(Duration::from_millis(rng.gen_range(10..150)));
             if child.try_wait().unwrap().is_none() {
+                interrupted = round % 5 == 4;
                 // Mostly kill -9; every fifth time Ctrl-C, which saves first.
                 let sig = if round % 5 == 4 {
                     nix::sys::signal::Signal::SIGINT
@@ -414,6 +416,13 @@ fn a_fill_killed_at_random_moments_ends_with_the_same_map_and_image() {
             }
         }
         let status = child.wait().unwrap();
+        if interrupted {
+            // Ctrl-C: saved, then exit 130 (or it had just finished).
+            assert!(
+                status.code() == Some(130) || status.success(),
+                "Ctrl-C: {status}"
+            );
+        }
         if let Ok(m) = map::load(&cache.join("mapfile")) {
             // Whatever was saved claims only bytes that are in the image.
             disc.check_image(&cache.join("image"), &m.map);
@@ -457,4 +466,30 @@ fn status_draws_a_half_filled_cache_in_80_columns_and_as_svg() {
     // Piped without --picture: exactly ddrescuelog's figures, no picture.
     let o = run(Command::new(BLKCACHE).arg("status").arg(disc.path("half")));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("\n   current pos:"));
+}
+
+#[test]
+fn timeout_stops_a_fill_that_reads_nothing_for_too_long() {
+    // Good first 1 MiB, then nothing readable: with 20 ms per read, no read succeeds for more
+    // than a second, and ddrescue's -T stops it.
+    let size = 8u64 << 20;
+    let disc = Disc::new(size, 0, 1, 61, true);
+    let mut dmg = map::load(&disc.damage).unwrap();
+    dmg.map
+        .set(1 << 20, size - (1 << 20) - 2048, Status::BadSector);
+    map::save(&disc.damage, &dmg).unwrap();
+    let (o, v) = disc.fill(
+        "slow",
+        &["--timeout", "1", "--test-latency", "20", "--skip-size", "0"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let v = v.unwrap();
+    assert_eq!(v["outcome"], "stopped: timeout expired");
+    assert!(json_u64(&v, "non_tried") > 0, "{v}");
+    let m = map::load(&disc.path("slow").join("mapfile")).unwrap();
+    assert_eq!(
+        m.current_status,
+        Phase::NonTried,
+        "the map says where to continue"
+    );
 }
