@@ -96,6 +96,34 @@ impl Default for FillOptions {
     }
 }
 
+/// Makes a fill give way to the readers of a served device: `pace` (call it from `fill`'s
+/// `observe`) returns only once no request was served for `quiet`.
+#[derive(Debug)]
+pub struct Pacer {
+    quiet: Duration,
+    seen: u64,
+}
+
+impl Pacer {
+    /// A pacer that waits for `quiet` without requests.
+    pub fn new(quiet: Duration) -> Pacer {
+        Pacer { quiet, seen: 0 }
+    }
+
+    /// Waits while `engine` serves requests (its hits and misses move).
+    pub fn pace(&mut self, engine: &Engine) {
+        loop {
+            let c = engine.counters();
+            let served = c.hits + c.misses;
+            if served == self.seen {
+                return;
+            }
+            self.seen = served;
+            std::thread::sleep(self.quiet);
+        }
+    }
+}
+
 /// Bytes per copy read (ddrescue's cluster): `cluster_sectors` sectors, by default 64 KiB worth.
 pub fn cluster_bytes(opts: &FillOptions, sector: u64) -> u64 {
     let sectors = match opts.cluster_sectors {
@@ -164,19 +192,32 @@ pub fn fill(
     observe: &mut dyn FnMut(&Progress),
 ) -> Result<Outcome, RescueError> {
     let mut r = Rescuer::new(engine, source, opts, stop, observe)?;
-    let (pending_copy, pending_trim, pending_scrape) = r.pending();
     let mut step = Ok(());
-    if pending_copy {
-        step = copy::copy_non_tried(&mut r);
-    }
-    if step.is_ok() && pending_trim && !opts.no_trim {
-        step = trim::trim_errors(&mut r);
-    }
-    if step.is_ok() && pending_scrape && !opts.no_scrape {
-        step = scrape::scrape_errors(&mut r);
-    }
-    if step.is_ok() && opts.retries != 0 {
-        step = retry::copy_errors(&mut r);
+    // One round is ddrescue's run. Readers of a served device may change the map under a
+    // round (a trimmed block read in part): then the work they left is picked up again.
+    for _round in 0..3 {
+        let before = r.stats();
+        let (pending_copy, pending_trim, pending_scrape) = r.pending();
+        if pending_copy {
+            step = copy::copy_non_tried(&mut r);
+        }
+        if step.is_ok() && pending_trim && !opts.no_trim {
+            step = trim::trim_errors(&mut r);
+        }
+        if step.is_ok() && pending_scrape && !opts.no_scrape {
+            step = scrape::scrape_errors(&mut r);
+        }
+        if step.is_ok() && opts.retries != 0 {
+            step = retry::copy_errors(&mut r);
+        }
+        let after = r.stats();
+        let left = |s: &crate::map::Stats, st| s.get(st).bytes;
+        let work_left = left(&after, crate::map::Status::NonTried) > 0
+            || (left(&after, crate::map::Status::NonTrimmed) > 0 && !opts.no_trim)
+            || (left(&after, crate::map::Status::NonScraped) > 0 && !opts.no_scrape);
+        if step.is_err() || !work_left || after == before {
+            break;
+        }
     }
     match step {
         Ok(()) => {

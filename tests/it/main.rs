@@ -6,6 +6,7 @@ mod engine_media_change;
 mod engine_watch;
 mod export;
 mod fill;
+mod fill_live;
 mod guest;
 mod lifecycle;
 mod map_ddrescue;
