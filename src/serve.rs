@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache, CacheError, OfflineMedia, SourceInfo};
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineError, OnBadSector};
 use crate::image::{Image, ImageError};
 use crate::map::{FileMap, Status};
 use crate::media::{self, FileMedia, Media, MediaError, MediaOptions, TestMedia};
@@ -50,6 +50,10 @@ pub struct ServeConfig {
     /// again. 0 (the default) never touches a known bad sector again.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub bad_retries: u32,
+    /// What programs reading the device get for a bad sector: an I/O error (eio, as from the
+    /// drive) or zeros (zero: a copy of a damaged disc gets past it). The map is the same.
+    #[arg(long, value_enum, default_value_t = OnBadSector::Eio)]
+    pub on_bad_sector: OnBadSector,
     /// Test mode: read SOURCE as if damaged where MAPFILE is not `+` (GNU ddrescue's -H).
     #[arg(long, value_name = "MAPFILE")]
     pub test_mode: Option<PathBuf>,
@@ -233,6 +237,7 @@ pub fn start(
         ecfg.read_size = rs as usize;
     }
     ecfg.bad_retries = cfg.bad_retries;
+    ecfg.on_bad_sector = cfg.on_bad_sector;
     let engine = Engine::new(media.clone(), image, mapfile, cache.mapfile_path(), ecfg)?;
     let device = DeviceConfig {
         serve: ServeConfig {
@@ -320,6 +325,7 @@ mod tests {
             depth: 16,
             read_size: Some(131072),
             bad_retries: 3,
+            on_bad_sector: OnBadSector::Zero,
             test_mode: Some("/d.map".into()),
             test_latency_ms: 20,
         };

@@ -36,6 +36,8 @@ struct Row {
     daemon_running: bool,
     /// The daemon is gone but the device is still there: `blkcache recover` re-attaches one.
     needs_recovery: bool,
+    /// What readers get for a bad sector: "eio" or "zero".
+    on_bad_sector: blkcache::engine::OnBadSector,
     /// Bytes marked `+` in the saved mapfile (`null` if it cannot be read).
     cached_bytes: Option<u64>,
     percent_cached: Option<f64>,
@@ -65,6 +67,7 @@ fn row(d: &Device) -> Row {
         pid: d.pid,
         daemon_running: d.daemon_alive,
         needs_recovery: d.needs_recovery(),
+        on_bad_sector: d.config.serve.on_bad_sector,
         cached_bytes: cached,
         percent_cached: percent,
         log: d.config.log.display().to_string(),
@@ -88,11 +91,14 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         "DEVICE", "STATE", "CACHED", "SIZE", "SOURCE"
     )?;
     for r in &rows {
-        let state = if r.needs_recovery {
+        let mut state = if r.needs_recovery {
             format!("{} (no daemon)", r.state)
         } else {
             r.state.to_string()
         };
+        if r.on_bad_sector == blkcache::engine::OnBadSector::Zero {
+            state.push_str(", bad=zero");
+        }
         let cached = r
             .percent_cached
             .map_or_else(|| "?".to_string(), |p| format!("{p:.1}%"));

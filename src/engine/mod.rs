@@ -84,7 +84,17 @@ pub struct EngineConfig {
 }
 
 /// What readers get for bytes of a bad sector (`add --on-bad-sector`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OnBadSector {
     /// The request fails (EIO on the device), as a drive does.

@@ -2,7 +2,8 @@
 # sectors): sectors 512..515 and 1000 are damaged and read, sector 2000 is damaged and never read. Damaged sectors
 # fail, every other sector reads right; the cache map marks exactly the damaged sectors read '-' (sector 2000 stays
 # untried); in a second session on the same cache, re-reading them fails again without reaching the media (the
-# daemon's media_reads counter stays 0) and the map's figures do not move.
+# daemon's media_reads counter stays 0) and the map's figures do not move. With --on-bad-sector zero the same
+# sectors read as zeros, `list` says so, and the map is unchanged.
 . /scenarios/lib.sh
 
 src=/tmp/j-src.iso
@@ -89,4 +90,18 @@ expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
 must blkcache del "$dev"
 expect_eq "media reads with --bad-retries 1" "$(daemon_counter "$log" media_reads)" 2
 expect_eq "bad sectors after the retries" "$(status_json "$map" bad_sector)" "$bad0"
+
+# Fourth session, --on-bad-sector zero: known-bad sectors read as zeros, the rest as before, same map.
+dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --sector-size $ss --on-bad-sector zero)" || exit 1
+for s in 512 1000; do
+    dd if="$dev" of=/tmp/j-zero bs=$ss skip=$s count=1 iflag=direct 2>/dev/null \
+        || fail "--on-bad-sector zero: reading bad sector $s failed"
+    cmp -n $ss /tmp/j-zero /dev/zero || fail "--on-bad-sector zero: bad sector $s is not zeros"
+done
+dd if="$dev" of=/tmp/j-zero bs=65536 skip=$((992 * ss / 65536)) count=1 iflag=direct 2>/dev/null \
+    || fail "--on-bad-sector zero: a 64 KiB read over sector 1000 failed"
+expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
+blkcache list --json | grep -q '"on_bad_sector": "zero"' || fail "list does not say on_bad_sector zero"
+must blkcache del "$dev"
+expect_eq "bad sectors with --on-bad-sector zero" "$(status_json "$map" bad_sector)" "$bad0"
 exit 0
