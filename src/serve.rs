@@ -50,6 +50,10 @@ pub struct ServeConfig {
     /// again. 0 (the default) never touches a known bad sector again.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub bad_retries: u32,
+    /// While serving, read the rest of the disc into the cache with GNU ddrescue's strategy (as
+    /// `blkcache fill` does), giving way whenever programs read the device.
+    #[arg(long)]
+    pub fill: bool,
     /// What programs reading the device get for a bad sector: an I/O error (eio, as from the
     /// drive) or zeros (zero: a copy of a damaged disc gets past it). The map is the same.
     #[arg(long, value_enum, default_value_t = OnBadSector::Eio)]
@@ -326,6 +330,7 @@ mod tests {
             read_size: Some(131072),
             bad_retries: 3,
             on_bad_sector: OnBadSector::Zero,
+            fill: true,
             test_mode: Some("/d.map".into()),
             test_latency_ms: 20,
         };

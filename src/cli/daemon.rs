@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use blkcache::rescue::background::BackgroundFill;
 use blkcache::serve::{self, ServeConfig};
 use blkcache::ublk::{self, DeviceConfig, DeviceSpec};
 
@@ -99,12 +100,41 @@ pub(super) fn serve_here(
     let (engine, config) = serve::start(cfg, &prepared)?;
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
-    ublk::serve(engine, DeviceSpec { config, recover }, move |device| {
+    let spec = DeviceSpec { config, recover };
+    serve_filling(cfg, engine, spec, move |device| {
         if let Err(e) = Added::new(device, &shown).print(json) {
             tracing::warn!(error = %e, "cannot print the device");
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ublk::serve`, with `add --fill`'s background fill started once the device is live (from the
+/// thread that reports it: its stop signals are blocked) and stopped after the device, the map
+/// then saved once more.
+fn serve_filling<R>(
+    cfg: &ServeConfig,
+    engine: Arc<blkcache::engine::Engine>,
+    spec: DeviceSpec,
+    ready: R,
+) -> Result<(), ublk::ServeError>
+where
+    R: FnOnce(&str) + Send + Sync + 'static,
+{
+    let fill = Arc::new(BackgroundFill::default());
+    let starter = (cfg.fill && cfg.source.is_some()).then(|| (fill.clone(), engine.clone()));
+    let served = ublk::serve(engine.clone(), spec, move |device| {
+        if let Some((fill, engine)) = starter {
+            fill.start(engine);
+        }
+        ready(device);
+    });
+    if fill.stop() {
+        if let Err(e) = engine.save() {
+            tracing::error!(error = %e, "map save after the fill stopped failed");
+        }
+    }
+    served
 }
 
 /// The daemon's end of the pipe; taken (closed) by the ready line or the error line.
@@ -167,7 +197,7 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
         config,
         recover: args.recover,
     };
-    ublk::serve(engine, spec, move |device| {
+    serve_filling(&args.config, engine, spec, move |device| {
         let line = serde_json::to_string(&Added::new(device, &shown)).unwrap_or_default();
         if !send(&ready_pipe, &format!("ready {line}"), true) && fresh {
             tracing::warn!(device, "the caller of add is gone (Ctrl-C?): stopping");

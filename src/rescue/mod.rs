@@ -18,6 +18,7 @@
 //! (rates, limits, counters).
 
 pub mod adopt;
+pub mod background;
 mod chunk;
 mod copy;
 pub mod export;
