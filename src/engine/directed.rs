@@ -73,6 +73,7 @@ impl Engine {
                 kind,
                 sector_size: sector as u32,
                 owner: Some(Arc::clone(&self.inner)),
+                probe: None,
             }
         };
         if inner.media_changed() {

@@ -177,7 +177,7 @@ impl<'a> Rescuer<'a> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(Stop::Interrupted);
         }
-        let fetch = loop {
+        let mut fetch = loop {
             match self
                 .engine
                 .claim_exact(b.pos, b.len)
@@ -191,6 +191,8 @@ impl<'a> Rescuer<'a> {
         };
         let mut buf = AlignedBuf::new(fetch.io_len());
         let read = self.source.read(fetch.offset, &mut buf);
+        // The media-change watcher's ticket: `complete` lands nothing read after a disc swap.
+        self.engine.read_done(&mut fetch);
         let failed = read.is_err();
         let result = read.map(|n| &buf[..n]);
         self.engine
