@@ -1,21 +1,26 @@
 //! The sparse image: a file of the source's size holding the bytes read so far.
 //!
 //! Created with `set_len`, so unread areas are holes that take no disk space; it must never be
-//! filled with zeros for areas nothing was read from. Fetched data goes in with `pwrite`; hits are
-//! copied out of a shared read-only mapping of the same file (Linux keeps the page cache and
-//! `MAP_SHARED` mappings coherent, so bytes written by `pwrite` are visible through the mapping).
+//! filled with zeros for areas nothing was read from. Fetched data goes in with `pwrite`. Hits
+//! come out with `pread` ([`Image::read_at`]), or are copied by the kernel from a shared
+//! read-only mapping of the same file ([`Image::mapped`], for ublk `USER_COPY`; Linux keeps the
+//! page cache and `MAP_SHARED` mappings coherent, so bytes written by `pwrite` are visible there).
+//!
+//! This process never reads the mapping itself: a mapped page whose file was truncated under it
+//! (`truncate -s 0` by anyone) or whose disk fails to read raises SIGBUS, which kills the daemon
+//! (and, with user recovery, every `recover` after it on the same page). `pread` turns both into
+//! an error for the one request (a short read past a truncated end is `Truncated`, never
+//! zeros), and a copy by the kernel into EFAULT.
 //!
 //! # Concurrency protocol
-//! This type never hands out `&[u8]`/`&mut [u8]` over the mapping. [`Image::read_at`] copies out of
-//! it with `ptr::copy_nonoverlapping` from a raw pointer, so a concurrent write is a torn copy, not
-//! undefined behaviour in Rust terms. The engine additionally guarantees that no torn copy happens:
-//! a range is written only while the writer holds an in-flight claim on it (and its status is not
-//! `+`), and it is read only after it is marked finished (`+`), which happens after the write
-//! returned; finished ranges are never written again.
+//! This type never hands out `&[u8]`/`&mut [u8]` over the mapping. The engine guarantees that no
+//! read meets a write of the same bytes: a range is written only while the writer holds an
+//! in-flight claim on it (and its status is not `+`), and it is read only after it is marked
+//! finished (`+`), which happens after the write returned; finished ranges are never written
+//! again.
 //!
 //! An exclusive `flock` on the image keeps a second blkcache (or a second `Image` in the same
-//! process) from writing the same image at once. The image must not be truncated by anyone while
-//! open: reading a mapping past the end of its file raises SIGBUS.
+//! process) from writing the same image at once.
 
 use std::fs::File;
 use std::io;
@@ -51,6 +56,17 @@ pub enum ImageError {
         #[source]
         source: io::Error,
     },
+    /// Reading cached bytes back failed (an I/O error of the image's disk).
+    #[error("cannot read image {} at offset {offset}", path.display())]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: io::Error,
+    },
+    /// The image file is shorter than it was opened with: someone truncated it.
+    #[error("image {path} was truncated to {len} bytes while in use (reading offset {offset})")]
+    Truncated { path: PathBuf, offset: u64, len: u64 },
     /// The disk holding the image is full: nothing more can be cached there.
     #[error("no space left for image {path} writing {len} bytes at offset {offset}")]
     NoSpace {
@@ -205,25 +221,24 @@ impl Image {
         })
     }
 
-    /// Copies `buf.len()` bytes at `offset` out of the mapping (the caller saw the range finished).
-    ///
-    /// One copy, no allocation, no system call.
+    /// Reads `buf.len()` bytes at `offset` (the caller saw the range finished): all of them, or
+    /// an error (`Truncated` if the file ends early; its disk's I/O error as `Read`).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), ImageError> {
         self.check(offset, buf.len())?;
-        let Some(map) = &self.map else {
-            // Only an empty image has no mapping, and then `check` let only empty reads through.
-            return Ok(());
-        };
-        // `check` bounded offset + len by the size, which is the mapping's length and fits usize.
-        let start = offset as usize;
-        // SAFETY: `start + buf.len() <= map.len()` (checked above), so the source range lies inside
-        // the live mapping, which `self` keeps alive; `buf` is a distinct Rust allocation, so the
-        // ranges do not overlap. No reference to the mapping is created: a concurrent pwrite would
-        // give a torn copy, which the engine's claim protocol (module doc) rules out.
-        unsafe {
-            std::ptr::copy_nonoverlapping(map.as_ptr().add(start), buf.as_mut_ptr(), buf.len());
-        }
-        Ok(())
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::UnexpectedEof => ImageError::Truncated {
+                    path: self.path.clone(),
+                    offset,
+                    len: self.file.metadata().map_or(0, |m| m.len()),
+                },
+                _ => ImageError::Read {
+                    path: self.path.clone(),
+                    offset,
+                    source,
+                },
+            })
     }
 
     /// The mapping's address of the `len` bytes at `offset`, to hand to the kernel (a `pwrite`
@@ -252,6 +267,16 @@ impl Image {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Bytes free for an unprivileged writer on the image's filesystem (`fstatvfs`).
+    pub fn free_bytes(&self) -> Result<u64, ImageError> {
+        let st = nix::sys::statvfs::fstatvfs(&*self.file).map_err(|e| ImageError::Write {
+            path: self.path.clone(),
+            offset: 0,
+            source: e.into(),
+        })?;
+        Ok(st.blocks_available().saturating_mul(st.fragment_size()))
     }
 
     /// Bytes of disk the image really uses (holes take none); for status output and tests.

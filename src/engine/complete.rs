@@ -1,6 +1,8 @@
 //! Landing a fetch: the media bytes go into the image, and only then is the range marked `+`;
-//! a medium error marks the range `*` (a chunk) or `-` (a sector); any other error marks nothing.
-//! Every outcome releases the fetch's claim and wakes the requests waiting on it.
+//! a medium error marks the range `*` (a chunk) or `-` (a sector); any other media error marks
+//! nothing. When the image cannot take the bytes (full, failed: see `health.rs`) they mark
+//! nothing either, but the request still gets them: `land` keeps them for `step`. Every outcome
+//! releases the fetch's claim and wakes the requests waiting on it.
 //!
 //! Before any of that, the watcher's verdict for the fetch (a media-change probe that started
 //! after the read finished; see `watch.rs`) must say the medium is the same: else the bytes (or
@@ -12,15 +14,16 @@ use std::sync::Arc;
 
 use super::counters::AtomicCounters;
 use super::request::FetchKind;
-use super::{Engine, EngineError, Fetch};
+use super::{lock, Engine, EngineError, Fetch};
 use crate::map::Status;
 use crate::media::is_medium_error;
 
 impl Engine {
     /// Hands in the result of reading `fetch` from the media (`data` = the bytes read from
     /// `fetch.offset`, at least up to the fetch's end). `Err` means the request that made the
-    /// fetch must fail with it (a media error that is not a bad sector, or the image could not be
-    /// written: a full disk); a bad sector is not an error here: the next `step` handles it.
+    /// fetch must fail with it (a media error that is not a bad sector); a bad sector is not an
+    /// error here (the next `step` handles it), nor is an image that cannot be written (the next
+    /// `step` serves the bytes read, uncached).
     pub fn complete(&self, mut fetch: Fetch, data: io::Result<&[u8]>) -> Result<(), EngineError> {
         let Some(inner) = fetch.owner.take() else {
             return Ok(());
@@ -46,20 +49,12 @@ impl Engine {
             Ok(bytes) if bytes.len() >= need => {
                 AtomicCounters::bump(&counters.media_bytes, bytes.len() as u64);
                 let from = (fetch.lo - fetch.offset) as usize;
-                match inner.image.write_at(fetch.lo, &bytes[from..need]) {
-                    Ok(()) => {
-                        // Written (pwrite returned): now, and only now, the range may be `+`.
-                        inner.release(fetch.lo, Some((fetch.hi, Status::Finished)));
-                        return Ok(());
-                    }
-                    Err(err) => {
-                        tracing::error!(
-                            error = &err as &dyn std::error::Error,
-                            "cannot write fetched bytes into the image; not cached"
-                        );
-                        EngineError::from(err)
-                    }
-                }
+                let data = &bytes[from..need];
+                let may_write = lock(&inner.state).health.may_write(inner.cfg.full_retry);
+                // Written (pwrite returned): only then may `land` mark the range `+`.
+                let written = may_write.then(|| inner.image.write_at(fetch.lo, data));
+                inner.land(fetch.lo, data, written);
+                return Ok(());
             }
             Ok(bytes) => {
                 AtomicCounters::bump(&counters.media_errors, 1);

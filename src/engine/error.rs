@@ -37,7 +37,7 @@ pub enum EngineError {
         /// Start of the media read that was refused or discarded.
         offset: u64,
     },
-    /// The image could not be read, written or synced (a full disk among others).
+    /// The image could not be read (a failing disk, a truncated image) or synced.
     #[error(transparent)]
     Image(#[from] ImageError),
     /// The request goes past the end of the media.
@@ -125,7 +125,8 @@ impl EngineError {
                 ImageError::Write { source, .. }
                 | ImageError::Sync { source, .. }
                 | ImageError::Open { source, .. }
-                | ImageError::Map { source, .. },
+                | ImageError::Map { source, .. }
+                | ImageError::Read { source, .. },
             ) => Some(source),
             _ => None,
         }

@@ -16,11 +16,19 @@
 //!   at a time, and only inside a request, so a failure is narrowed to the sectors the request
 //!   touches; a sector that fails alone becomes `-`. Parts of a failed chunk outside the request
 //!   stay `*` for later.
-//! - A `-` sector is not read again unless `bad_retries` allows it (per request). A request
-//!   touching a bad sector still caches its other sectors, then fails with `BadSector`, or
-//!   with `on_bad_sector: Zero` gets zeros for the bad bytes and succeeds (read in `step.rs`).
-//! - Errors that are not medium errors (no disc, short read, a full image disk) mark nothing and
-//!   fail the request.
+//! - A `-` sector is read again only by a later request, `bad_retries` times per request that
+//!   asks for it; a sector that became bad inside a request is not read again by that request.
+//!   A request touching a bad sector still caches its other sectors, then fails with `BadSector`,
+//!   or with `on_bad_sector: Zero` gets zeros for the bad bytes and succeeds (read in `step.rs`).
+//! - Media errors that are not medium errors (no disc, short read) mark nothing and fail the
+//!   request.
+//! - Cache-disk faults never cost the reader its bytes (`health.rs`): when the image cannot be
+//!   written (ENOSPC, EIO) or was failed, the fetched bytes mark nothing, are kept a while
+//!   (`uncached.rs`) and served from there to the fetching request and its waiters, and reads go
+//!   on from the media without caching. A failed `fdatasync` un-marks (back to `?`) every range
+//!   marked since the last successful one and fails the cache for good (`persist.rs`). A failed
+//!   read of a `+` range from the image (EIO, a truncated image) fails that request and the
+//!   cache; it never crashes the process nor returns other bytes.
 //! - A media change (disc swapped or ejected, `Media::media_changed`) is asked of the drive only
 //!   by the watcher thread (`watch.rs`), never on a thread that serves reads: asking sends the
 //!   drive a command, which waits behind whatever the drive is busy with. A fetch is landed only
@@ -35,18 +43,21 @@
 //!   the wakers they registered (`add_waker`, `wake.rs`); nothing polls.
 //!
 //! It must never mark `+` before the bytes are in the image, and never save a map claiming bytes
-//! that are not durable (see `persist.rs`). Saving is explicit: the owner calls `maybe_save`
-//! periodically and `save` on a clean stop; dropping an engine does not save.
+//! that were not written before the last successful `fdatasync` (see `persist.rs`). Saving is
+//! explicit: the owner calls `maybe_save` periodically and `save` on a clean stop; dropping an
+//! engine does not save.
 
 mod claims;
 mod complete;
 mod counters;
 mod directed;
 mod error;
+mod health;
 mod hit;
 mod persist;
 mod request;
 mod step;
+mod uncached;
 mod wake;
 mod watch;
 
@@ -55,13 +66,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::image::Image;
+use crate::image::{Image, ImageError};
 use crate::map::{Mapfile, Status};
 use crate::media::{AlignedBuf, Media};
 
 pub use counters::Counters;
 pub use directed::Exact;
 pub use error::EngineError;
+pub use health::CacheHealth;
 pub use request::{Fetch, ReadRequest, Step};
 pub use wake::{Wake, WakerGuard};
 
@@ -69,6 +81,8 @@ use claims::Claims;
 use counters::AtomicCounters;
 use wake::Wakers;
 use watch::Watch;
+use health::Health;
+use uncached::Uncached;
 
 /// Read policy and persistence settings.
 #[derive(Debug, Clone)]
@@ -81,6 +95,8 @@ pub struct EngineConfig {
     pub save_interval: Duration,
     /// What a request gets for a bad sector (default: an error). The map is the same either way.
     pub on_bad_sector: OnBadSector,
+    /// While the image's disk is full, how often a fetch tries to write again (default 30 s).
+    pub full_retry: Duration,
 }
 
 /// What readers get for bytes of a bad sector (`add --on-bad-sector`).
@@ -112,6 +128,7 @@ impl Default for EngineConfig {
             bad_retries: 0,
             save_interval: Duration::from_secs(30),
             on_bad_sector: OnBadSector::Eio,
+            full_retry: Duration::from_secs(30),
         }
     }
 }
@@ -162,6 +179,12 @@ struct State {
     generation: u64,
     /// Bumped on every map change: the saver compares it with what it last saved.
     map_version: u64,
+    /// Ranges marked `+` since the last snapshot a save took: not yet covered by a sync.
+    unsynced: Vec<(u64, u64)>,
+    /// Whether fetched bytes may be cached.
+    health: Health,
+    /// Fetched bytes that could not be cached, served to their requests from memory.
+    uncached: Uncached,
 }
 
 #[derive(Debug)]
@@ -244,6 +267,9 @@ impl Engine {
                 claims: Claims::default(),
                 generation: 0,
                 map_version: 0,
+                unsynced: Vec::new(),
+                health: Health::default(),
+                uncached: Uncached::default(),
             }),
             released: Condvar::new(),
             counters: AtomicCounters::default(),
@@ -370,6 +396,11 @@ impl Engine {
         self.inner.media_changed.load(Ordering::Acquire)
     }
 
+    /// Whether fetched bytes are being cached, and if not why (see [`CacheHealth`]).
+    pub fn health(&self) -> CacheHealth {
+        lock(&self.inner.state).health.now.clone()
+    }
+
     /// Number of fetches in flight (for tests and status).
     pub fn claims_in_flight(&self) -> usize {
         lock(&self.inner.state).claims.len()
@@ -417,6 +448,48 @@ impl Inner {
                 state.mapfile.map.set(lo, hi - lo, status);
                 state.mapfile.current_pos = lo;
                 state.map_version += 1;
+            }
+            state.claims.remove(lo);
+            state.generation += 1;
+        }
+        self.released.notify_all();
+        self.wakers.wake_all();
+    }
+
+    /// Releases the claim `[lo, lo + data.len())` whose media bytes `data` were read, after the
+    /// image write `written` (`None`: not tried, the cache is full or failed). Marks it `+` only
+    /// if the write succeeded and the cache has not failed meanwhile (decided under the lock that
+    /// a failed sync takes to un-mark, so a range is either un-marked by it or never marked);
+    /// otherwise keeps the bytes for the requests that want them.
+    fn land(&self, lo: u64, data: &[u8], written: Option<Result<(), ImageError>>) {
+        let hi = lo + data.len() as u64;
+        {
+            let mut state = lock(&self.state);
+            let cached = match written {
+                Some(Ok(())) => {
+                    if state.health.written() {
+                        // Bytes kept while full are fetched again, now to be cached.
+                        state.uncached = Uncached::default();
+                    }
+                    state.health.now.is_ok()
+                }
+                Some(Err(err @ ImageError::NoSpace { .. })) => {
+                    state.health.full(err.to_string());
+                    false
+                }
+                Some(Err(err)) => {
+                    state.health.failed(err.to_string());
+                    false
+                }
+                None => false,
+            };
+            if cached {
+                state.mapfile.map.set(lo, hi - lo, Status::Finished);
+                state.mapfile.current_pos = lo;
+                state.map_version += 1;
+                state.unsynced.push((lo, hi));
+            } else {
+                state.uncached.insert(lo, data);
             }
             state.claims.remove(lo);
             state.generation += 1;

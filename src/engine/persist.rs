@@ -1,20 +1,32 @@
 //! Saving the mapfile: forced (`save`, on a clean stop) or rate-limited (`maybe_save`).
 //!
 //! Order, so that a saved map never claims bytes that are not durable in the image:
-//! 1. snapshot the map under the state lock: every `+` in it was written with `pwrite` (which
-//!    returned) before it was marked;
-//! 2. `fdatasync` the image: those bytes are now on disk;
+//! 1. under the state lock, snapshot the map and take the ranges marked `+` since the previous
+//!    snapshot (`unsynced`): every `+` in the snapshot was written with `pwrite` (which
+//!    returned) before it was marked, and all but those were covered by an earlier good sync;
+//! 2. if there are such ranges, `fdatasync` the image: they are now on disk;
 //! 3. save the snapshot atomically (`crate::map::save`: temp file, fsync, rename, fsync dir).
 //!
 //! Syncing before taking the snapshot would be wrong: bytes marked in between would be claimed
-//! but not synced. A failed save keeps the in-memory map, is logged loudly and retried at the
-//! next `maybe_save` after the interval. Saves are serialised, so an older snapshot never
-//! overwrites a newer one. Nothing saves on drop: the owner calls `save` when it stops.
+//! but not synced.
+//!
+//! A failed `fdatasync` is never retried: Linux reports a writeback error once per open file and
+//! the next `fdatasync` returns 0, while the pages it failed to write may be gone. Every range
+//! marked since the last successful sync (the snapshot's and any marked since) goes back to `?`
+//! in memory, so it is fetched from the media again, never served from the image; the snapshot
+//! is dropped; the cache is failed for good (`health.rs`), so nothing is marked `+` again. The
+//! next save writes the un-marked map, which needs no sync.
+//!
+//! A failed map save (no space for the map, its directory gone) loses nothing: the synced ranges
+//! are durable, the in-memory map is kept, and the save is retried at the next `maybe_save`
+//! after the interval. Saves are serialised, so an older snapshot never overwrites a newer one.
+//! Nothing saves on drop: the owner calls `save` when it stops.
 
 use std::sync::{PoisonError, TryLockError};
 use std::time::Instant;
 
-use super::{lock, Engine, EngineError, SaveState};
+use super::{lock, Engine, EngineError, ImageError, SaveState};
+use crate::map::Status;
 
 impl Engine {
     /// Makes the image durable, then saves the map (forced; used on a clean stop).
@@ -25,7 +37,8 @@ impl Engine {
 
     /// Saves if the map changed since the last save and the save interval has passed since the
     /// last attempt. Never blocks on another save in progress; a failure is logged with
-    /// `tracing::error!` and retried later. Returns whether it saved.
+    /// `tracing::error!` and retried later (a failed sync only by saving the un-marked map).
+    /// Returns whether it saved.
     pub fn maybe_save(&self) -> bool {
         let mut saver = match self.inner.saver.try_lock() {
             Ok(guard) => guard,
@@ -37,6 +50,8 @@ impl Engine {
         }
         match self.save_locked(&mut saver) {
             Ok(()) => true,
+            // Said loudly, once, by the health change.
+            Err(EngineError::Image(ImageError::Sync { .. })) => false,
             Err(err) => {
                 tracing::error!(
                     mapfile = %self.inner.mapfile_path.display(),
@@ -60,11 +75,17 @@ impl Engine {
 
     fn save_locked(&self, saver: &mut SaveState) -> Result<(), EngineError> {
         saver.last_attempt = Instant::now();
-        let (snapshot, version) = {
-            let state = lock(&self.inner.state);
-            (state.mapfile.clone(), state.map_version)
+        let (snapshot, version, unsynced) = {
+            let mut state = lock(&self.inner.state);
+            let unsynced = std::mem::take(&mut state.unsynced);
+            (state.mapfile.clone(), state.map_version, unsynced)
         };
-        self.inner.image.sync()?;
+        if !unsynced.is_empty() {
+            if let Err(err) = self.inner.image.sync() {
+                self.unmark_after_failed_sync(unsynced, &err);
+                return Err(err.into());
+            }
+        }
         crate::map::save(&self.inner.mapfile_path, &snapshot).map_err(|source| {
             EngineError::Save {
                 path: self.inner.mapfile_path.clone(),
@@ -73,5 +94,21 @@ impl Engine {
         })?;
         saver.saved_version = version;
         Ok(())
+    }
+
+    /// Puts every range marked since the last good sync back to `?` and fails the cache, under
+    /// one lock: a fetch landing after this sees the failure and marks nothing.
+    fn unmark_after_failed_sync(&self, taken: Vec<(u64, u64)>, err: &ImageError) {
+        let mut state = lock(&self.inner.state);
+        let later = std::mem::take(&mut state.unsynced);
+        let mut lost = 0;
+        for (lo, hi) in taken.into_iter().chain(later) {
+            state.mapfile.map.set(lo, hi - lo, Status::NonTried);
+            lost += hi - lo;
+        }
+        state.map_version += 1;
+        state.health.failed(format!(
+            "{err}; {lost} bytes cached since the last good sync are not cached after all"
+        ));
     }
 }

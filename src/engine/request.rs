@@ -18,7 +18,8 @@ pub struct ReadRequest {
     pub(super) first_bad: Option<u64>,
     /// Whether any byte of this request needed the media.
     pub(super) used_media: bool,
-    /// The `-` sector being retried and how many retries it had in this request.
+    /// The `-` sector being retried and how many retries it had in this request (a sector that
+    /// became bad in this request starts with all of them used).
     pub(super) retry_sector: Option<u64>,
     pub(super) retries: u32,
     /// The engine's claim generation when `step` said `Wait`.

@@ -1,8 +1,10 @@
 //! Planning a request: `begin` and `step`. Serves `+` bytes from the image (the hit path: one
-//! O(log n) map lookup per run, one copy, no allocation) and decides the next media read.
+//! O(log n) map lookup per run, one copy, no allocation), other bytes from the recent uncached
+//! fetches if they hold them, and decides the next media read.
 //!
 //! Must never claim a byte that is `+` or already claimed, never copy a byte out of the image
-//! that is not `+`, and never hand out a fetch once the media changed.
+//! that is not `+`, and never hand out a fetch once the media changed. A failed image read fails
+//! the request (and the cache): never a crash, never other bytes.
 
 use std::sync::Arc;
 
@@ -73,6 +75,18 @@ impl Engine {
                 .map
                 .extent_at(req.pos)
                 .ok_or_else(out_of_range)?;
+            if run.status != Status::Finished {
+                if let Some((start, data)) = state.uncached.find(req.pos) {
+                    drop(state);
+                    let stop = (start + data.len() as u64).min(end);
+                    let from = (req.pos - req.offset) as usize;
+                    let to = (stop - req.offset) as usize;
+                    let skip = (req.pos - start) as usize;
+                    buf[from..to].copy_from_slice(&data[skip..skip + (to - from)]);
+                    req.pos = stop;
+                    continue;
+                }
+            }
             match run.status {
                 Status::Finished => {
                     // `+` is never claimed nor written again: copying after unlocking is safe.
@@ -80,7 +94,10 @@ impl Engine {
                     let stop = run.end().min(end);
                     let from = (req.pos - req.offset) as usize;
                     let to = (stop - req.offset) as usize;
-                    inner.image.read_at(req.pos, &mut buf[from..to])?;
+                    if let Err(err) = inner.image.read_at(req.pos, &mut buf[from..to]) {
+                        lock(&inner.state).health.failed(err.to_string());
+                        return Err(err.into());
+                    }
                     req.pos = stop;
                 }
                 Status::NonTried => {
@@ -181,6 +198,12 @@ impl Engine {
         let offset = align_down(lo, sector);
         let io_end = hi.div_ceil(sector).saturating_mul(sector).min(inner.size);
         req.used_media = true;
+        if kind == FetchKind::Sector && run.status != Status::BadSector {
+            // Should this read fail, the sector becomes bad inside this request: it has had its
+            // read here; `bad_retries` are for later requests that ask for a known bad sector.
+            req.retry_sector = Some(offset);
+            req.retries = inner.cfg.bad_retries;
+        }
         Fetch {
             offset,
             len: (io_end - offset) as usize,

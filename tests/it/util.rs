@@ -49,3 +49,36 @@ impl Drop for Loop {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).status();
     }
 }
+
+/// A tmpfs of `size` bytes mounted on a new temporary directory, unmounted on drop: a small disk
+/// that really fills up (ENOSPC). Needs root and `mount` (util-linux); fails saying so otherwise.
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(size: u64) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0700"))
+            .arg("blkcache-test")
+            .arg(dir.path())
+            .output()
+            .expect("mount (util-linux) is needed for the full-disk tests");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
