@@ -66,7 +66,11 @@ pub enum ImageError {
     },
     /// The image file is shorter than it was opened with: someone truncated it.
     #[error("image {path} was truncated to {len} bytes while in use (reading offset {offset})")]
-    Truncated { path: PathBuf, offset: u64, len: u64 },
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
     /// The disk holding the image is full: nothing more can be cached there.
     #[error("no space left for image {path} writing {len} bytes at offset {offset}")]
     NoSpace {

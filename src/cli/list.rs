@@ -1,7 +1,8 @@
 //! `blkcache list [--json]`: the blkcache devices, their source, cache, share cached and state.
 //!
 //! The share cached comes from the saved mapfile, so it lags the daemon by up to one save
-//! interval. Must never list devices of other ublk targets.
+//! interval; the cache state (ok, full, failed) from what the daemon publishes, within a second.
+//! Must never list devices of other ublk targets.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use serde::Serialize;
 
 use blkcache::cache::Cache;
+use blkcache::engine::CacheHealth;
 use blkcache::map::Status;
 use blkcache::ublk::{self, Device};
 
@@ -41,6 +43,11 @@ struct Row {
     /// Bytes marked `+` in the saved mapfile (`null` if it cannot be read).
     cached_bytes: Option<u64>,
     percent_cached: Option<f64>,
+    /// ok, full (the cache's disk is full: reads go on uncached), failed (the cache's disk lost
+    /// data: reads go on uncached until `del` and `add`); `null` without a daemon.
+    cache_state: Option<&'static str>,
+    /// Why the cache is full or failed.
+    cache_error: Option<String>,
     log: String,
 }
 
@@ -56,6 +63,10 @@ fn row(d: &Device) -> Row {
             (c as f64 * 1000.0 / d.config.size as f64).round() / 10.0
         }
     });
+    let health = d
+        .daemon_alive
+        .then(|| ublk::published_health(d.id, d.pid))
+        .flatten();
     Row {
         device: d.path().display().to_string(),
         id: d.id,
@@ -70,6 +81,11 @@ fn row(d: &Device) -> Row {
         on_bad_sector: d.config.serve.on_bad_sector,
         cached_bytes: cached,
         percent_cached: percent,
+        cache_state: health.as_ref().map(CacheHealth::as_str),
+        cache_error: health.and_then(|h| match h {
+            CacheHealth::Full { error } | CacheHealth::Failed { error } => Some(error),
+            _ => None,
+        }),
         log: d.config.log.display().to_string(),
     }
 }
@@ -91,10 +107,10 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         "DEVICE", "STATE", "CACHED", "SIZE", "SOURCE"
     )?;
     for r in &rows {
-        let mut state = if r.needs_recovery {
-            format!("{} (no daemon)", r.state)
-        } else {
-            r.state.to_string()
+        let mut state = match r.cache_state {
+            _ if r.needs_recovery => format!("{} (no daemon)", r.state),
+            Some(cache @ ("full" | "failed")) => format!("{} (cache {cache})", r.state),
+            _ => r.state.to_string(),
         };
         if r.on_bad_sector == blkcache::engine::OnBadSector::Zero {
             state.push_str(", bad=zero");

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use super::counters::AtomicCounters;
 use super::request::FetchKind;
-use super::{lock, Engine, EngineError, Fetch};
+use super::{lock, Engine, EngineError, Fetch, Inner};
+use crate::image::ImageError;
 use crate::map::Status;
 use crate::media::is_medium_error;
 
@@ -52,7 +53,7 @@ impl Engine {
                 let data = &bytes[from..need];
                 let may_write = lock(&inner.state).health.may_write(inner.cfg.full_retry);
                 // Written (pwrite returned): only then may `land` mark the range `+`.
-                let written = may_write.then(|| inner.image.write_at(fetch.lo, data));
+                let written = may_write.then(|| inner.write_image(fetch.lo, data));
                 inner.land(fetch.lo, data, written);
                 return Ok(());
             }
@@ -94,5 +95,21 @@ impl Engine {
         AtomicCounters::bump(&counters.errors, 1);
         AtomicCounters::bump(&counters.misses, 1);
         Err(failure)
+    }
+}
+
+impl Inner {
+    /// Writes fetched bytes into the image unless that would leave less than `keep_free` bytes
+    /// on its disk (then `NoSpace`, as from the disk itself).
+    fn write_image(&self, pos: u64, data: &[u8]) -> Result<(), ImageError> {
+        let keep = self.cfg.keep_free;
+        if keep > 0 && self.image.free_bytes()? < keep.saturating_add(data.len() as u64) {
+            return Err(ImageError::NoSpace {
+                path: self.image.path().to_owned(),
+                offset: pos,
+                len: data.len(),
+            });
+        }
+        self.image.write_at(pos, data)
     }
 }

@@ -58,6 +58,18 @@ impl CacheHealth {
     }
 }
 
+/// `err` and its causes, one line (errors here name their own part only; the causes follow).
+pub(super) fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 /// The engine's side of the health: the state and when a full disk was last tried.
 #[derive(Debug)]
 pub(super) struct Health {

@@ -79,10 +79,10 @@ pub use wake::{Wake, WakerGuard};
 
 use claims::Claims;
 use counters::AtomicCounters;
-use wake::Wakers;
-use watch::Watch;
 use health::Health;
 use uncached::Uncached;
+use wake::Wakers;
+use watch::Watch;
 
 /// Read policy and persistence settings.
 #[derive(Debug, Clone)]
@@ -97,6 +97,9 @@ pub struct EngineConfig {
     pub on_bad_sector: OnBadSector,
     /// While the image's disk is full, how often a fetch tries to write again (default 30 s).
     pub full_retry: Duration,
+    /// Bytes left free on the image's disk (default 1 MiB): the image counts as full before
+    /// the disk is, so that the map that claims its bytes can still be saved.
+    pub keep_free: u64,
 }
 
 /// What readers get for bytes of a bad sector (`add --on-bad-sector`).
@@ -129,6 +132,7 @@ impl Default for EngineConfig {
             save_interval: Duration::from_secs(30),
             on_bad_sector: OnBadSector::Eio,
             full_retry: Duration::from_secs(30),
+            keep_free: 1 << 20,
         }
     }
 }
@@ -474,11 +478,11 @@ impl Inner {
                     state.health.now.is_ok()
                 }
                 Some(Err(err @ ImageError::NoSpace { .. })) => {
-                    state.health.full(err.to_string());
+                    state.health.full(health::describe(&err));
                     false
                 }
                 Some(Err(err)) => {
-                    state.health.failed(err.to_string());
+                    state.health.failed(health::describe(&err));
                     false
                 }
                 None => false,

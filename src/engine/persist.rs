@@ -108,7 +108,8 @@ impl Engine {
         }
         state.map_version += 1;
         state.health.failed(format!(
-            "{err}; {lost} bytes cached since the last good sync are not cached after all"
+            "{}; {lost} bytes cached since the last good sync are not cached after all",
+            super::health::describe(err)
         ));
     }
 }

@@ -95,7 +95,9 @@ impl Engine {
                     let from = (req.pos - req.offset) as usize;
                     let to = (stop - req.offset) as usize;
                     if let Err(err) = inner.image.read_at(req.pos, &mut buf[from..to]) {
-                        lock(&inner.state).health.failed(err.to_string());
+                        lock(&inner.state)
+                            .health
+                            .failed(super::health::describe(&err));
                         return Err(err.into());
                     }
                     req.pos = stop;

@@ -56,9 +56,10 @@ mod tests {
         assert_eq!(u.find(104).map(|(s, d)| (s, d[0])), Some((100, 1)));
         assert_eq!(u.find(105).map(|(s, d)| (s, d[0])), Some((105, 2)));
         assert!(u.find(115).is_none() && u.find(99).is_none());
-        u.insert(0, &vec![3; LIMIT_BYTES]);
+        u.insert(1 << 30, &vec![3; LIMIT_BYTES - 10]);
         assert!(u.find(100).is_none(), "the oldest went first");
-        assert_eq!(u.find(0).map(|(s, d)| (s, d.len())), Some((0, LIMIT_BYTES)));
+        assert_eq!(u.find(105).map(|(s, d)| (s, d[0])), Some((105, 2)));
+        assert_eq!(u.find(1 << 30).map(|(s, d)| (s, d[0])), Some((1 << 30, 3)));
         u.insert(1 << 40, &vec![4; LIMIT_BYTES + 1]);
         assert_eq!(u.entries.len(), 1, "the newest always stays");
     }

@@ -4,8 +4,9 @@
 //! Threads: the caller's (libublk's `run_target`: control commands, then joins the queues), one
 //! per queue (see `queue.rs`), a signal thread (sigwait; saves, then stops the device: it must
 //! first set up its own libublk control ring, or libublk panics), a saver thread
-//! (`Engine::maybe_save` every second), and the engine's media-change watcher for block devices
-//! (the only thread that sends the drive anything but reads). Queues: one per CPU up to
+//! (`Engine::maybe_save` every second; publishes the cache health when it changes), and the
+//! engine's media-change watcher for block devices (the only thread that sends the drive
+//! anything but reads). Queues: one per CPU up to
 //! [`MAX_DEFAULT_QUEUES`], [`DEFAULT_DEPTH`] deep, unless `add --queues/--depth` say otherwise.
 //!
 //! Must never leave a caller waiting: `ready` is called once the device is live, and any failure
@@ -23,7 +24,7 @@ use libublk::io::UblkDev;
 use libublk::{sys, UblkError, UblkFlags};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::engine::Engine;
+use crate::engine::{CacheHealth, Engine};
 
 use super::config::{to_target_data, DeviceConfig, TARGET_NAME};
 use super::queue::run_queue;
@@ -211,7 +212,8 @@ where
         stopping.clone(),
         finished.clone(),
     )?;
-    let (saver_stop, saver) = spawn_saver(engine.clone())?;
+    let dev_id = ctrl.dev_info().dev_id;
+    let (saver_stop, saver) = spawn_saver(engine.clone(), dev_id)?;
 
     let q_engine = engine.clone();
     let stop_after_start = stopping.clone();
@@ -239,9 +241,13 @@ where
     match engine.save() {
         Ok(()) => tracing::info!("map saved"),
         Err(e) => {
-            tracing::error!(error = &e as &dyn std::error::Error, "final map save failed; the image keeps every cached byte, the map may miss the last ones")
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                "final map save failed; the map claims only bytes synced before"
+            )
         }
     }
+    super::health::unpublish(dev_id);
     let counters = engine.counters();
     tracing::info!(?counters, "served");
     result.map_err(ublk_err("run"))?;
@@ -395,15 +401,26 @@ fn init_ctrl_ring() -> Result<(), UblkError> {
     })
 }
 
-/// Offers the engine a rate-limited save every second until the sender is dropped.
-fn spawn_saver(engine: Arc<Engine>) -> Result<(mpsc::Sender<()>, JoinHandle<()>), ServeError> {
+/// Offers the engine a rate-limited save every second, and publishes the cache health of
+/// device `id` when it changed, until the sender is dropped.
+fn spawn_saver(
+    engine: Arc<Engine>,
+    id: u32,
+) -> Result<(mpsc::Sender<()>, JoinHandle<()>), ServeError> {
     let (tx, rx) = mpsc::channel::<()>();
+    let mut published = CacheHealth::Ok;
+    super::health::unpublish(id);
     let handle = std::thread::Builder::new()
         .name("blkcache-saver".into())
         .spawn(move || loop {
             match rx.recv_timeout(SAVE_TICK) {
                 Err(RecvTimeoutError::Timeout) => {
                     engine.maybe_save();
+                    let health = engine.health();
+                    if health != published {
+                        super::health::publish(id, &health);
+                        published = health;
+                    }
                 }
                 _ => return,
             }

@@ -9,7 +9,8 @@
 //! - `wake`: a queue's wake-up eventfd, for requests waiting on other requests or on the
 //!   media-change watcher;
 //! - `errno`: the one place errors become `-errno`;
-//! - `devices`: listing, resolving and removing devices.
+//! - `devices`: listing, resolving and removing devices;
+//! - `health`: the cache health a daemon publishes for `list`.
 //!
 //! Must never contain read policy: hits, misses, retries and bad sectors are the engine's.
 
@@ -17,6 +18,7 @@ mod config;
 mod daemon;
 mod devices;
 mod errno;
+mod health;
 mod media_read;
 mod queue;
 mod wake;
@@ -32,3 +34,4 @@ pub use devices::{
     daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,
 };
 pub use errno::{copy_errno, read_errno, refused_op_errno};
+pub use health::{health_path, published_health};

@@ -48,6 +48,7 @@ fn engine_on(fs: &FaultFs, source: &Path, map_path: &Path, read_size: usize) -> 
     let cfg = EngineConfig {
         read_size,
         save_interval: Duration::ZERO,
+        keep_free: 0,
         ..EngineConfig::default()
     };
     let mapfile = Mapfile::new(media.size(), meta);

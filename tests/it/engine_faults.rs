@@ -45,13 +45,23 @@ impl Source {
     }
 
     fn engine(&self, media: Arc<dyn Media>, image: Image, cfg: EngineConfig) -> Engine {
+        self.engine_saving_to(&self.map_path(), media, image, cfg)
+    }
+
+    fn engine_saving_to(
+        &self,
+        map_path: &Path,
+        media: Arc<dyn Media>,
+        image: Image,
+        cfg: EngineConfig,
+    ) -> Engine {
         let meta = Meta {
             size: Some(media.size()),
             sector_size: Some(media.sector_size()),
             ..Meta::default()
         };
         let mapfile = Mapfile::new(media.size(), meta);
-        Engine::new(media, image, mapfile, self.map_path(), cfg).unwrap()
+        Engine::new(media, image, mapfile, map_path.to_owned(), cfg).unwrap()
     }
 
     fn check(&self, engine: &Engine, offset: usize, len: usize) {
@@ -97,6 +107,7 @@ fn a_full_cache_disk_serves_every_byte_marks_only_what_fits_and_resumes_when_spa
     let image = Image::create(&image_path, size as u64).unwrap();
     let cfg = EngineConfig {
         full_retry: Duration::from_millis(300),
+        keep_free: 0,
         ..EngineConfig::default()
     };
     let engine = src.engine(src.media(Duration::ZERO), image, cfg);
@@ -138,6 +149,33 @@ fn a_full_cache_disk_serves_every_byte_marks_only_what_fits_and_resumes_when_spa
     assert_marked_bytes_are_in_the_image(&engine.mapfile_snapshot().map, &image_path, &src.data);
 }
 
+/// The image stops short of filling its disk (`keep_free`), so the map that claims its bytes
+/// can still be saved there: a full disk does not cost the map of what was cached.
+#[test]
+fn a_cache_disk_the_image_filled_still_takes_the_map() {
+    let size = 2 << 20;
+    let src = Source::new(size, 25);
+    let disk = Tmpfs::mount(1 << 20);
+    let image_path = disk.path().join("image");
+    let map_path = disk.path().join("mapfile");
+    let image = Image::create(&image_path, size as u64).unwrap();
+    let cfg = EngineConfig {
+        keep_free: 128 * 1024,
+        ..EngineConfig::default()
+    };
+    let engine = src.engine_saving_to(&map_path, src.media(Duration::ZERO), image, cfg);
+    for offset in (0..size).step_by(64 * 1024) {
+        src.check(&engine, offset, 64 * 1024);
+    }
+    assert!(matches!(engine.health(), CacheHealth::Full { .. }));
+    engine.save().unwrap();
+    let saved = blkcache::map::load(&map_path).unwrap();
+    let cached = saved.map.stats().get(Status::Finished).bytes;
+    assert!(cached >= 512 * 1024, "{cached} bytes cached");
+    assert_eq!(engine.mapfile_snapshot().map.stats(), saved.map.stats());
+    assert_marked_bytes_are_in_the_image(&saved.map, &image_path, &src.data);
+}
+
 /// Issue 6.2: the fetching request and every request waiting on its claim get the bytes the
 /// drive gave; the media is read once.
 #[test]
@@ -149,7 +187,11 @@ fn waiters_on_a_fetch_the_full_disk_could_not_take_get_its_bytes_without_a_secon
     fill(&disk.path().join("filler"));
     // Latency keeps the claim held while the others arrive; the assertions hold regardless.
     let media = src.media(Duration::from_millis(50));
-    let engine = src.engine(media.clone(), image, EngineConfig::default());
+    let cfg = EngineConfig {
+        keep_free: 0,
+        ..EngineConfig::default()
+    };
+    let engine = src.engine(media.clone(), image, cfg);
     std::thread::scope(|s| {
         for _ in 0..8 {
             s.spawn(|| src.check(&engine, 8192, 4096));
