@@ -89,7 +89,8 @@ use watch::Watch;
 pub struct EngineConfig {
     /// Size of media reads for non-tried areas (default 64 KiB); a multiple of the sector size.
     pub read_size: usize,
-    /// Extra reads of an already-bad sector per request that touches it (default 0).
+    /// Extra reads of an already-bad sector per later request that touches it (default 0; never in
+    /// the request that found it bad).
     pub bad_retries: u32,
     /// Minimum time between two `maybe_save` saves (default 30 s).
     pub save_interval: Duration,
