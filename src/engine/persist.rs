@@ -15,7 +15,8 @@
 //! marked since the last successful sync (the snapshot's and any marked since) goes back to `?`
 //! in memory, so it is fetched from the media again, never served from the image; the snapshot
 //! is dropped; the cache is failed for good (`health.rs`), so nothing is marked `+` again. The
-//! next save writes the un-marked map, which needs no sync.
+//! un-marked map, which needs no sync, is saved at once (its `-` and `*` marks are worth
+//! keeping), and the save still reports the sync's failure.
 //!
 //! A failed map save (no space for the map, its directory gone) loses nothing: the synced ranges
 //! are durable, the in-memory map is kept, and the save is retried at the next `maybe_save`
@@ -83,17 +84,29 @@ impl Engine {
         if !unsynced.is_empty() {
             if let Err(err) = self.inner.image.sync() {
                 self.unmark_after_failed_sync(unsynced, &err);
+                let (unmarked, version) = {
+                    let state = lock(&self.inner.state);
+                    (state.mapfile.clone(), state.map_version)
+                };
+                match self.save_map(&unmarked) {
+                    Ok(()) => saver.saved_version = version,
+                    Err(save) => {
+                        tracing::error!(error = %save, "saving the un-marked map failed too; retried later")
+                    }
+                }
                 return Err(err.into());
             }
         }
-        crate::map::save(&self.inner.mapfile_path, &snapshot).map_err(|source| {
-            EngineError::Save {
-                path: self.inner.mapfile_path.clone(),
-                source,
-            }
-        })?;
+        self.save_map(&snapshot)?;
         saver.saved_version = version;
         Ok(())
+    }
+
+    fn save_map(&self, map: &crate::map::Mapfile) -> Result<(), EngineError> {
+        crate::map::save(&self.inner.mapfile_path, map).map_err(|source| EngineError::Save {
+            path: self.inner.mapfile_path.clone(),
+            source,
+        })
     }
 
     /// Puts every range marked since the last good sync back to `?` and fails the cache, under

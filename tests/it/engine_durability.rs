@@ -146,6 +146,11 @@ fn a_failed_image_sync_is_not_retried_into_a_lying_save() {
     assert_eq!(engine.status_at(128 * 1024), Some(Status::NonTried));
     assert_eq!(engine.status_at(0), Some(Status::Finished), "synced before");
     assert!(matches!(engine.health(), CacheHealth::Failed { .. }));
+    // The un-marked map was saved at once (no sync needed: it claims only synced bytes).
+    let saved = blkcache::map::load(&map_path).unwrap();
+    assert_eq!(saved.map.status_at(128 * 1024), Some(Status::NonTried));
+    assert_eq!(saved.map.status_at(0), Some(Status::Finished));
+    assert!(!engine.is_dirty());
 
     // Saving again saves the un-marked map, without a sync the disk would answer with 0.
     let syncs = fs.disk().syncs;
