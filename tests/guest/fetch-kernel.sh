@@ -7,7 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 # The modules the scenarios use; their dependencies are resolved from each module's own .modinfo.
-WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug)
+WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug crc32c_generic ext4)
 
 ensure_packages xz-utils
 pattern='^linux-image-6\.12\.[0-9]+[+]deb12-amd64-unsigned$'
@@ -20,17 +20,20 @@ if [ -z "$pkg" ]; then
     [ -n "$pkg" ] || die "no package matches $pattern even after apt-get update"
 fi
 
-kdir="$CACHE_DIR/kernel/$pkg"
-if [ -f "$kdir/.complete" ]; then
-    echo "$kdir"
+final="$CACHE_DIR/kernel/$pkg"
+# .complete names the modules fetched: a longer list fetches again (into a new directory, swapped in
+# whole at the end, so a run using the old one meanwhile is not disturbed).
+if [ -f "$final/.complete" ] && [ "$(cat "$final/.complete")" = "${WANTED_MODULES[*]}" ]; then
+    echo "$final"
     exit 0
 fi
 
 log "fetching $pkg"
+kdir="$final.new.$$"
 rm -rf "$kdir"
 mkdir -p "$kdir/modules"
 work="$(mktemp -d "$CACHE_DIR/fetch.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$kdir"' EXIT
 (cd "$work" && apt-get download "$pkg" >&2) || die "apt-get download $pkg failed"
 dpkg -x "$work"/*.deb "$work/x" || die "dpkg -x failed on $pkg"
 cp "$work"/x/boot/vmlinuz-* "$kdir/vmlinuz"
@@ -62,6 +65,10 @@ for m in "${WANTED_MODULES[@]}"; do
 done
 printf '%s\n' "${order[@]}" > "$kdir/load-order"
 echo "${pkg#linux-image-}" > "$kdir/version"
-touch "$kdir/.complete"
-log "kernel $pkg ready in $kdir ($(wc -l < "$kdir/load-order") modules)"
-echo "$kdir"
+echo "${WANTED_MODULES[*]}" > "$kdir/.complete"
+rm -rf "$final.old.$$"
+[ -d "$final" ] && mv "$final" "$final.old.$$"
+mv "$kdir" "$final"
+rm -rf "$final.old.$$"
+log "kernel $pkg ready in $final ($(wc -l < "$final/load-order") modules)"
+echo "$final"
