@@ -9,9 +9,9 @@
 //!
 //! Rules (files: `step.rs` plans, `complete.rs` lands fetches, `persist.rs` saves):
 //! - `+` bytes are copied out of the image without touching the media.
-//! - `?` bytes are fetched in chunks of `read_size` aligned to multiples of it (clipped to the
-//!   media end, to the `?` run and to other requests' claims); the bytes are written to the image
-//!   and only then marked `+`.
+//! - `?` bytes are fetched in chunks of `read_size` aligned to multiples of it, all the chunks a
+//!   request needs in one media read (clipped to the media end, to the `?` run, to other
+//!   requests' claims and to 4 MiB); the bytes are written to the image and only then marked `+`.
 //! - A chunk that fails with a medium error becomes `*`; `*` and `/` bytes are fetched one sector
 //!   at a time, and only inside a request, so a failure is narrowed to the sectors the request
 //!   touches; a sector that fails alone becomes `-`. Parts of a failed chunk outside the request

@@ -13,6 +13,10 @@ use super::request::FetchKind;
 use super::{lock, Engine, EngineError, Fetch, OnBadSector, ReadRequest, State, Step};
 use crate::map::{Run, Status};
 
+/// The most one miss reads from the media beyond its first chunk (a ublk request is at most
+/// `max_sectors_kb`, 512 KiB by default, so this bounds only other callers' large reads).
+const MAX_FETCH: u64 = 4 << 20;
+
 fn align_down(x: u64, to: u64) -> u64 {
     x - x % to
 }
@@ -103,9 +107,16 @@ impl Engine {
                     req.pos = stop;
                 }
                 Status::NonTried => {
+                    // All of the request's untried bytes in one media read, in whole chunks: a
+                    // drive streams a long read at its speed, while each read costs a round trip.
                     let chunk = inner.cfg.read_size as u64;
                     let start = align_down(req.pos, chunk);
-                    let fetch = self.claim(&mut state, req, run, start, start + chunk);
+                    let stop = end
+                        .div_ceil(chunk)
+                        .saturating_mul(chunk)
+                        .min(start.saturating_add(MAX_FETCH))
+                        .max(start + chunk);
+                    let fetch = self.claim(&mut state, req, run, start, stop);
                     drop(state);
                     return self.checked(fetch);
                 }

@@ -659,3 +659,30 @@ fn engine_and_fetch_are_send_and_sync() {
     is::<Engine>();
     is::<blkcache::engine::Fetch>();
 }
+
+/// Issue 7.2: a miss reads all of the request's untried bytes in one media read (whole
+/// `read_size` chunks), not one round trip to the drive per chunk.
+#[test]
+fn a_miss_reads_the_whole_request_in_one_media_read() {
+    let setup = Setup::new(1 << 20, 13);
+    let media = setup.test_media(all_finished(1 << 20), 512, Duration::ZERO);
+    let engine = setup.engine(media.clone(), EngineConfig::default());
+    let mut buf = vec![0u8; 512 * 1024];
+    engine.read(0, &mut buf).unwrap();
+    assert!(buf == setup.data[..512 * 1024]);
+    let c = engine.counters();
+    assert_eq!((c.media_reads, c.media_bytes), (1, 512 * 1024), "{c:?}");
+    // Unaligned: the chunks around it (576..704 KiB), still one read.
+    let mut buf = vec![0u8; 100 * 1024];
+    engine.read(600 * 1024, &mut buf).unwrap();
+    assert!(buf == setup.data[600 * 1024..700 * 1024]);
+    let c = engine.counters();
+    assert_eq!((c.media_reads, c.media_bytes), (2, 640 * 1024), "{c:?}");
+    // Partly cached: only the untried gap (512..576 KiB) is read.
+    let mut buf = vec![0u8; 256 * 1024];
+    engine.read(384 * 1024, &mut buf).unwrap();
+    assert!(buf == setup.data[384 * 1024..640 * 1024]);
+    let c = engine.counters();
+    assert_eq!((c.media_reads, c.media_bytes), (3, 704 * 1024), "{c:?}");
+    assert!(media.read_counts().iter().all(|&r| r <= 1));
+}
