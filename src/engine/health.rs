@@ -2,7 +2,8 @@
 //! it. Kept under the engine's state lock so that a change and the marks it forbids are ordered.
 //!
 //! - `Ok`: fetched bytes are written to the image and marked `+`.
-//! - `Full`: a write failed with ENOSPC. Reading goes on from the media without caching (each
+//! - `Full`: a write failed with ENOSPC, or would have left less than `keep_free` bytes on the
+//!   disk (room for the map that claims the image's bytes). Reading goes on from the media without caching (each
 //!   request gets the bytes read for it); every `full_retry` one fetch tries to write again, and
 //!   the first write that succeeds ("space is back") makes it `Ok` again. Retrying the write
 //!   itself is the only test that means "there is room for this write" on every filesystem
