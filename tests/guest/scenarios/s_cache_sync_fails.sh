@@ -1,14 +1,15 @@
-# q: the cache on ext2 on a scsi_debug disk whose writes start failing while blkcache serves (debugfs error
+# s: the cache on ext2 on a scsi_debug disk whose writes start failing while blkcache serves (debugfs error
 # injection: every WRITE(10) answered CHECK CONDITION, MEDIUM ERROR, write error). The kernel's writeback of the
 # image fails, the daemon's next fdatasync reports it once, and blkcache must not retry it into a map that lies
 # (Linux's next fdatasync returns 0). Asserted: every byte read equals the ISO, before and after; `list` shows
 # `cache failed` (and --json `cache_state` `failed`); after `del` (whose final save would be that lying retry),
 # with the disk healthy again and the filesystem remounted (page cache gone), the map still claims what was saved
 # before the failure, claims nothing read after it, and each `+` run of the image on disk equals the ISO.
+# guest-timeout: 240
 . /scenarios/lib.sh
 
-src=/tmp/q-src.iso
-disk=/tmp/q-disk
+src=/tmp/s-src.iso
+disk=/tmp/s-disk
 cp "$ISO" "$src"
 size=$(stat -c %s "$src")
 [ -d /sys/kernel/debug/scsi_debug ] || mount -t debugfs debugfs /sys/kernel/debug
