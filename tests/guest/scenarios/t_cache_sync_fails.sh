@@ -1,4 +1,4 @@
-# s: the cache on ext2 on a scsi_debug disk whose writes start failing while blkcache serves (debugfs error
+# t: the cache on ext2 on a scsi_debug disk whose writes start failing while blkcache serves (debugfs error
 # injection: every WRITE(10) answered CHECK CONDITION, MEDIUM ERROR, write error). The kernel's writeback of the
 # image fails, the daemon's next fdatasync reports it once, and blkcache must not retry it into a map that lies
 # (Linux's next fdatasync returns 0). Asserted: every byte read equals the ISO, before and after; `list` shows
@@ -8,8 +8,8 @@
 # guest-timeout: 240
 . /scenarios/lib.sh
 
-src=/tmp/s-src.iso
-disk=/tmp/s-disk
+src=/tmp/t-src.iso
+disk=/tmp/t-disk
 cp "$ISO" "$src"
 size=$(stat -c %s "$src")
 [ -d /sys/kernel/debug/scsi_debug ] || mount -t debugfs debugfs /sys/kernel/debug

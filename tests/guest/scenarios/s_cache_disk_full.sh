@@ -1,11 +1,11 @@
-# r: the cache on a small tmpfs (3 MiB) that fills up while a program reads the whole ISO (~6 MiB) through the
+# s: the cache on a small tmpfs (3 MiB) that fills up while a program reads the whole ISO (~6 MiB) through the
 # device: every byte read equals the ISO (twice: the second pass mixes cached and uncached bytes), `blkcache list`
 # shows the cache as full (table and --json), the map saved on that full disk claims only bytes the image holds
 # (some, not all), and a second session on the still-full disk serves right bytes and keeps the map.
 . /scenarios/lib.sh
 
-src=/tmp/r-src.iso
-disk=/tmp/r-disk
+src=/tmp/s-src.iso
+disk=/tmp/s-disk
 cp "$ISO" "$src"
 size=$(stat -c %s "$src")
 mkdir -p "$disk"
