@@ -205,9 +205,28 @@ impl Image {
         Ok(())
     }
 
-    /// Writes fetched bytes at `offset` (the caller holds the in-flight claim on the range).
+    /// Writes fetched bytes at `offset` (the caller holds the in-flight claim on the range);
+    /// refuses an image shorter than it was opened with (`Truncated`).
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<(), ImageError> {
         self.check(offset, data.len())?;
+        // Never write into an image someone truncated: the write would extend the file, and the
+        // cached ranges it lost would read back as holes, zeros, through the mapping.
+        let len = self
+            .file
+            .metadata()
+            .map_err(|source| ImageError::Write {
+                path: self.path.clone(),
+                offset,
+                source,
+            })?
+            .len();
+        if len < self.size {
+            return Err(ImageError::Truncated {
+                path: self.path.clone(),
+                offset,
+                len,
+            });
+        }
         self.file.write_all_at(data, offset).map_err(|source| {
             if source.raw_os_error() == Some(libc::ENOSPC) {
                 ImageError::NoSpace {

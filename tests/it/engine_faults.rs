@@ -251,3 +251,35 @@ fn a_truncated_image_fails_the_read_not_the_process() {
     src.check(&engine, 128 * 1024, 4096);
     assert_eq!(engine.status_at(128 * 1024), Some(Status::NonTried));
 }
+
+#[test]
+fn a_miss_after_the_image_was_truncated_does_not_extend_it() {
+    // Writing past a truncated end would extend the file, and its cached ranges would then read
+    // back as zeros (holes) through the mapping that ublk hits are copied from.
+    let size = 256 * 1024;
+    let src = Source::new(size, 25);
+    let image_path = src.dir.path().join("image");
+    let image = Image::create(&image_path, size as u64).unwrap();
+    let engine = src.engine(src.media(Duration::ZERO), image, EngineConfig::default());
+    src.check(&engine, 0, 64 * 1024);
+    OpenOptions::new()
+        .write(true)
+        .open(&image_path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // A miss first (no hit in between to notice the truncation): right bytes, from the media.
+    src.check(&engine, 128 * 1024, 4096);
+    assert_eq!(
+        std::fs::metadata(&image_path).unwrap().len(),
+        0,
+        "the miss extended the truncated image"
+    );
+    assert!(matches!(engine.health(), CacheHealth::Failed { .. }));
+    assert_eq!(engine.status_at(128 * 1024), Some(Status::NonTried));
+    let err = engine.read(4096, &mut vec![0u8; 4096]).unwrap_err();
+    assert!(
+        matches!(err, EngineError::Image(ImageError::Truncated { .. })),
+        "{err}"
+    );
+}

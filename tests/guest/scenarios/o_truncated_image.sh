@@ -1,7 +1,9 @@
 # o: the image is truncated under a running daemon (`truncate -s 0`, as a user or a full-disk clean-up might). A
 # cached range then has no bytes behind it: an O_DIRECT read of it fails with EIO (the daemon's copy into the request
 # meets the missing page: EFAULT, not SIGBUS), the daemon keeps running, uncached ranges are still fetched from the
-# source and read back right (twice: miss, then hit), and the truncated range keeps failing without killing anyone.
+# source and read back right (twice), the image is never written again (a write would extend it and turn the
+# truncated cached ranges into holes that read as zeros), `list` shows the cache failed, and the truncated range
+# keeps failing with EIO, never zeros, without killing anyone.
 . /scenarios/lib.sh
 
 src=/tmp/o-src.iso
@@ -26,13 +28,14 @@ kill -0 "$pid" 2> /dev/null || fail "the daemon died reading a truncated image"
 read_truncated 20
 kill -0 "$pid" 2> /dev/null || fail "the daemon died after the truncated range was read again"
 note "cached ranges after truncation: EIO; daemon $pid alive"
-# Other data still reads right: a miss (fetched, written to the image again) and then the same range as a hit.
-# (That write extends the image again: the truncated range then reads as a hole of zeros, which no check here can
-# tell from data; so the truncated range is read before it.)
+# Other data still reads right (from the source: the cache refuses to write into a truncated image), twice.
 expect_same_range "$dev" "$src" $((4 * 1024 * 1024)) 131072
 expect_same_range "$dev" "$src" $((4 * 1024 * 1024)) 131072
+expect_eq "image size after misses (a write would have extended it)" "$(stat -c %s "$(cache_image "$cache")")" 0
+read_truncated 16
 kill -0 "$pid" 2> /dev/null || fail "the daemon died after the truncation"
+wait_for 10 sh -c "blkcache list | grep '$dev' | grep -q 'cache failed'"
 must blkcache del "$dev"
-expect_eq "errors counted by the daemon (two failed reads of truncated bytes)" \
-    "$(daemon_counter "$cache/daemon.log" errors)" 2
+expect_eq "errors counted by the daemon (three failed reads of truncated bytes)" \
+    "$(daemon_counter "$cache/daemon.log" errors)" 3
 exit 0
