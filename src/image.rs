@@ -211,16 +211,13 @@ impl Image {
         self.check(offset, data.len())?;
         // Never write into an image someone truncated: the write would extend the file, and the
         // cached ranges it lost would read back as holes, zeros, through the mapping.
-        let len = self
-            .file
-            .metadata()
-            .map_err(|source| ImageError::Write {
-                path: self.path.clone(),
-                offset,
-                source,
-            })?
-            .len();
-        if len < self.size {
+        let meta = self.file.metadata().map_err(|source| ImageError::Write {
+            path: self.path.clone(),
+            offset,
+            source,
+        })?;
+        let len = meta.len();
+        if meta.is_file() && len < self.size {
             return Err(ImageError::Truncated {
                 path: self.path.clone(),
                 offset,
