@@ -17,4 +17,5 @@ mod media_blockdev;
 mod media_testmode;
 mod merge;
 mod on_bad_sector;
+mod packaging;
 mod util;
