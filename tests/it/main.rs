@@ -10,6 +10,7 @@ mod faultfs;
 mod fill;
 mod fill_live;
 mod guest;
+mod guest_systemd;
 mod lifecycle;
 mod map_ddrescue;
 mod map_fuzz;
