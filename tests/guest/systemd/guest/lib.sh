@@ -116,8 +116,10 @@ read_direct() {
     dd if="$1" of=/dev/null bs=65536 skip=$(($2 / 65536)) count=$(($3 / 65536)) iflag=direct status=none
 }
 
-# unit_restarts: how many times systemd restarted blkcache@sr0.service.
+# unit_restarts: how many times systemd restarted blkcache@sr0.service since it was last started from outside.
 unit_restarts() { unit_prop "$UNIT" NRestarts; }
+# unit_starts: how many times blkcache@sr0.service started in this boot (the journal survives the unit's unloading).
+unit_starts() { journalctl -u "$UNIT" -o cat --no-pager | grep -c "^Started $UNIT"; }
 
 # journal_has PRIORITY TEXT: the unit's journal has a line containing TEXT at exactly that syslog priority.
 journal_has() {

@@ -8,7 +8,7 @@ for how in sr0 device; do
     dev="$(serve "$ISO_A")"
     cacheA="$(cache_of "$ISO_A")" || fail "no cache for disc A"
     read_direct "$LINK" 2097152 262144 || fail "read of A at 2 MiB failed"
-    restarts=$(unit_restarts)
+    starts=$(unit_starts)
     target=sr0
     [ "$how" = device ] && target="$dev"
     out="$(blkcache eject "$target" 2>&1)" || fail "blkcache eject $target failed: $out"
@@ -22,5 +22,5 @@ for how in sr0 device; do
     expect_eq "A's map at 2 MiB" "$(map_status_at "$cacheA" 2097152)" +
     sleep 3
     unit_is "$UNIT" inactive || fail "$UNIT came back after blkcache eject ($(unit_state "$UNIT"))"
-    expect_eq "restarts after blkcache eject" "$(unit_restarts)" "$restarts"
+    expect_eq "starts of $UNIT after blkcache eject" "$(unit_starts)" "$starts"
 done
