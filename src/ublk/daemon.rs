@@ -5,9 +5,9 @@
 //! per queue (see `queue.rs`), a signal thread (sigwait; saves, then stops the device: it must
 //! first set up its own libublk control ring, or libublk panics), a saver thread
 //! (`Engine::maybe_save` every second; publishes the cache health when it changes; with
-//! `end_on_media_change` it also asks the media whether the disc was swapped or ejected, and ends
-//! the device when it was), and the engine's media-change watcher for block devices (the only
-//! thread that sends the drive anything but reads). Queues: one per CPU up to
+//! `end_on_media_change` it also has the engine's watcher probe whether the disc was swapped or
+//! ejected, and ends the device when it was), and the engine's media-change watcher for block
+//! devices (the only thread that sends the drive anything but reads). Queues: one per CPU up to
 //! [`MAX_DEFAULT_QUEUES`], [`DEFAULT_DEPTH`] deep, unless `add --queues/--depth` say otherwise.
 //!
 //! Must never leave a caller waiting: `ready` is called once the device is live, and any failure
@@ -479,7 +479,7 @@ fn spawn_saver(
                 };
                 if watch.end_on_media_change
                     && !watch.stopping.load(Ordering::SeqCst)
-                    && engine.media().media_changed()
+                    && engine.probe_media_change()
                 {
                     end_for_media_change(&engine, &watch);
                     return;
