@@ -14,8 +14,10 @@ cargo clippy --all-targets -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS='-D warnings' cargo doc --no-deps --quiet
 echo "== cargo test (host)"
-cargo test --lib --bins --tests -- --skip guest::
+cargo test --lib --bins --tests -- --skip guest:: --skip guest_systemd::
 echo "== benches, once each as tests (criterion takes no test-harness flags)"
 cargo test --benches
 echo "== cargo test guest:: (the QEMU guest scenarios, output shown)"
 cargo test --test it guest:: -- --nocapture
+echo "== cargo test guest_systemd:: (Debian with systemd and udev in a QEMU guest: the package, insert, swap, eject)"
+cargo test --test it guest_systemd:: -- --nocapture

@@ -22,6 +22,10 @@ pub struct AddArgs {
     /// Serve in this process until stopped (SIGINT/SIGTERM), instead of starting a daemon.
     #[arg(long)]
     pub foreground: bool,
+    /// With --foreground: end (exit status 3, map saved) as soon as the disc is swapped or ejected,
+    /// and exit with status 4 if the drive holds no disc (for systemd: blkcache@.service).
+    #[arg(long, requires = "foreground")]
+    pub end_on_media_change: bool,
     /// Print a JSON object (device, source, cache, size, sector_size) instead of the device path.
     #[arg(long)]
     pub json: bool,
@@ -40,7 +44,10 @@ pub fn run(args: AddArgs, verbose: u8) -> anyhow::Result<ExitCode> {
     }
     cfg.resolve()?;
     if args.foreground {
-        return daemon::serve_here(&cfg, None, args.json);
+        if args.end_on_media_change {
+            return daemon::serve_for_service_manager(&cfg, args.json);
+        }
+        return daemon::serve_here(&cfg, None, args.json, false).map(|_| ExitCode::SUCCESS);
     }
     let added = daemon::spawn(&cfg, None, verbose)?;
     added.print(args.json)?;

@@ -89,24 +89,65 @@ fn isolate() {
     }
 }
 
-/// Serves in this process until the device stops; prints the device once it is live.
+/// Exit status of `add --foreground --end-on-media-change` when the disc was swapped or ejected
+/// (map saved): the unit starts again for the disc now in the drive (`RestartForceExitStatus=`).
+const EXIT_MEDIA_CHANGED: u8 = 3;
+
+/// Exit status of `add --foreground --end-on-media-change` when the drive holds no disc.
+const EXIT_NO_MEDIUM: u8 = 4;
+
+/// Serves in this process until the device stops (with `end_on_media_change`, also when the
+/// disc is swapped or ejected); prints the device once it is live.
 pub(super) fn serve_here(
     cfg: &ServeConfig,
     recover: Option<u32>,
     json: bool,
-) -> anyhow::Result<ExitCode> {
+    end_on_media_change: bool,
+) -> anyhow::Result<ublk::Ended> {
     isolate();
     let prepared = serve::prepare(cfg)?;
     let (engine, config) = serve::start(cfg, &prepared)?;
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
-    let spec = DeviceSpec { config, recover };
-    serve_filling(cfg, engine, spec, move |device| {
+    let spec = DeviceSpec {
+        config,
+        recover,
+        end_on_media_change,
+    };
+    let ended = serve_filling(cfg, engine, spec, move |device| {
         if let Err(e) = Added::new(device, &shown).print(json) {
             tracing::warn!(error = %e, "cannot print the device");
         }
     })?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ended)
+}
+
+/// `add --foreground --end-on-media-change` (blkcache@.service): exit status 3 when the disc was
+/// swapped or ejected, 4 when the drive holds no disc; a failure's reason goes to the unit's
+/// STATUS as well.
+pub(super) fn serve_for_service_manager(cfg: &ServeConfig, json: bool) -> anyhow::Result<ExitCode> {
+    match serve_here(cfg, None, json, true) {
+        Ok(ublk::Ended::MediaChanged) => Ok(ExitCode::from(EXIT_MEDIA_CHANGED)),
+        Ok(ublk::Ended::Stopped) => Ok(ExitCode::SUCCESS),
+        Err(e) if is_no_medium(&e) => {
+            eprintln!("blkcache: {e:#}");
+            Ok(ExitCode::from(EXIT_NO_MEDIUM))
+        }
+        Err(e) => {
+            ublk::notify::failed(&format!("{e:#}").replace('\n', " "));
+            Err(e)
+        }
+    }
+}
+
+/// Whether `e` says the drive holds no disc.
+fn is_no_medium(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref(),
+            Some(blkcache::media::MediaError::NoMedium { .. })
+        )
+    })
 }
 
 /// `ublk::serve`, with `add --fill`'s background fill started once the device is live (from the
@@ -117,7 +158,7 @@ fn serve_filling<R>(
     engine: Arc<blkcache::engine::Engine>,
     spec: DeviceSpec,
     ready: R,
-) -> Result<(), ublk::ServeError>
+) -> Result<ublk::Ended, ublk::ServeError>
 where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
@@ -196,6 +237,7 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
     let spec = DeviceSpec {
         config,
         recover: args.recover,
+        end_on_media_change: false,
     };
     serve_filling(&args.config, engine, spec, move |device| {
         let line = serde_json::to_string(&Added::new(device, &shown)).unwrap_or_default();

@@ -3,12 +3,15 @@
 mod add;
 mod daemon;
 mod del;
+mod eject;
 mod export;
 mod fill;
+mod journal;
 mod list;
 mod merge;
 mod recover;
 mod status;
+mod udev;
 
 use std::process::ExitCode;
 
@@ -45,6 +48,11 @@ pub enum Command {
     /// Internal: serve a configuration as a daemon (started by add and recover).
     #[command(hide = true)]
     Daemon(daemon::DaemonArgs),
+    /// Stop serving a drive (map saved) and eject its disc: `blkcache eject sr0`.
+    Eject(eject::EjectArgs),
+    /// For udev: what a /dev/ublkbN serves, as KEY=value lines (61-blkcache.rules).
+    #[command(hide = true)]
+    UdevEnv(udev::UdevEnvArgs),
 }
 
 /// Logs go to stderr; RUST_LOG wins over -v. A daemon's stderr becomes its log file: no colours.
@@ -58,6 +66,16 @@ pub fn init_logging(cli: &Cli) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Run by systemd: lines with syslog priorities for the journal.
+    if journal::stderr_is_journal() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .event_format(journal::JournalLines)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -77,5 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(args) => recover::run(args, cli.verbose),
         Command::Status(args) => status::run(args),
         Command::Daemon(args) => daemon::run(args),
+        Command::Eject(args) => eject::run(args),
+        Command::UdevEnv(args) => udev::run(args),
     }
 }

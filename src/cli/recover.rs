@@ -52,7 +52,8 @@ pub fn run(args: RecoverArgs, verbose: u8) -> anyhow::Result<ExitCode> {
         let [dev] = targets.as_slice() else {
             bail!("recover --foreground needs one DEVICE");
         };
-        return serve_here(&dev.config.serve, Some(dev.id), false);
+        return serve_here(&dev.config.serve, Some(dev.id), false, false)
+            .map(|_| ExitCode::SUCCESS);
     }
     if targets.is_empty() {
         println!("no blkcache device needs recovery");

@@ -406,6 +406,17 @@ impl Engine {
         lock(&self.inner.state).health.now.clone()
     }
 
+    /// Asks the watcher for a probe that starts now and waits for its verdict: whether the
+    /// medium changed (latched). Blocks for a drive round trip: for a housekeeping thread that
+    /// must notice a swap while nothing reads (the daemon's saver), never one that serves reads.
+    pub fn probe_media_change(&self) -> bool {
+        if self.media_changed() {
+            return true;
+        }
+        let ticket = self.inner.watch.ticket();
+        self.inner.watch.wait(ticket) && self.inner.latch_change()
+    }
+
     /// Number of fetches in flight (for tests and status).
     pub fn claims_in_flight(&self) -> usize {
         lock(&self.inner.state).claims.len()
@@ -427,9 +438,11 @@ impl Inner {
             return true;
         }
         let ticket = fetch.probe.unwrap_or_else(|| self.watch.ticket());
-        if !self.watch.wait(ticket) {
-            return false;
-        }
+        self.watch.wait(ticket) && self.latch_change()
+    }
+
+    /// Latches a change the watcher saw, saying once, loudly, what it means. Returns true.
+    fn latch_change(&self) -> bool {
         if !self.media_changed.swap(true, Ordering::AcqRel) {
             tracing::error!(
                 media = %self.media.describe(),

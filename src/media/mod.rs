@@ -20,6 +20,7 @@ pub mod identity;
 mod ioctl;
 mod plan;
 mod testmode;
+mod tray;
 
 use std::io;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use file::{FileMedia, MediaOptions};
 pub use identity::{fingerprint, Identity};
 pub use plan::{ReadPlan, ReadSource};
 pub use testmode::TestMedia;
+pub use tray::eject;
 
 /// Something blkcache reads from. `Send + Sync`: all queues share one.
 pub trait Media: Send + Sync {

@@ -4,9 +4,10 @@
 //! Threads: the caller's (libublk's `run_target`: control commands, then joins the queues), one
 //! per queue (see `queue.rs`), a signal thread (sigwait; saves, then stops the device: it must
 //! first set up its own libublk control ring, or libublk panics), a saver thread
-//! (`Engine::maybe_save` every second; publishes the cache health when it changes), and the
-//! engine's media-change watcher for block devices (the only thread that sends the drive
-//! anything but reads). Queues: one per CPU up to
+//! (`Engine::maybe_save` every second; publishes the cache health when it changes; with
+//! `end_on_media_change` it also has the engine's watcher probe whether the disc was swapped or
+//! ejected, and ends the device when it was), and the engine's media-change watcher for block
+//! devices (the only thread that sends the drive anything but reads). Queues: one per CPU up to
 //! [`MAX_DEFAULT_QUEUES`], [`DEFAULT_DEPTH`] deep, unless `add --queues/--depth` say otherwise.
 //!
 //! Must never leave a caller waiting: `ready` is called once the device is live, and any failure
@@ -15,7 +16,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use nix::sys::signal::{SigSet, Signal};
 use crate::engine::{CacheHealth, Engine};
 
 use super::config::{to_target_data, DeviceConfig, TARGET_NAME};
+use super::notify;
 use super::queue::run_queue;
 
 /// The ublk control device; missing when the ublk_drv module is not loaded.
@@ -53,6 +55,9 @@ pub fn default_queues() -> u16 {
 
 /// How often the saver thread offers the engine a (rate-limited) map save.
 const SAVE_TICK: Duration = Duration::from_secs(1);
+
+/// How many save ticks between two STATUS updates to the service manager.
+const STATUS_TICKS: u32 = 5;
 
 /// Errors of serving a device.
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +140,19 @@ pub struct DeviceSpec {
     pub config: DeviceConfig,
     /// Re-attach to this existing device (user recovery) instead of adding one.
     pub recover: Option<u32>,
+    /// End serving (map saved, device removed) as soon as the disc is seen swapped or ejected,
+    /// instead of going on serving only its cached sectors: for a service manager that then
+    /// serves the disc now in the drive.
+    pub end_on_media_change: bool,
+}
+
+/// Why serving ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// A stop was asked for (a signal, `blkcache del`), or the device was removed.
+    Stopped,
+    /// The disc was swapped or ejected (`DeviceSpec::end_on_media_change`).
+    MediaChanged,
 }
 
 /// Refuses geometries the block layer cannot take.
@@ -175,9 +193,10 @@ pub fn isolate_mount_namespace() -> std::io::Result<()> {
 }
 
 /// Serves `engine` as a ublk device until it is stopped (a signal, `blkcache del`, or the device
-/// being removed). `ready` gets the block device path once the device is live. Saves the map
-/// periodically and once more at the end, then removes the device.
-pub fn serve<R>(engine: Arc<Engine>, spec: DeviceSpec, ready: R) -> Result<(), ServeError>
+/// being removed, or with `end_on_media_change` a disc swap). `ready` gets the block device path
+/// once the device is live. Saves the map periodically and once more at the end, then removes
+/// the device.
+pub fn serve<R>(engine: Arc<Engine>, spec: DeviceSpec, ready: R) -> Result<Ended, ServeError>
 where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
@@ -213,9 +232,22 @@ where
         finished.clone(),
     )?;
     let dev_id = ctrl.dev_info().dev_id;
-    let (saver_stop, saver) = spawn_saver(engine.clone(), dev_id)?;
+    let device = Arc::new(OnceLock::new());
+    let media_ended = Arc::new(AtomicBool::new(false));
+    let (saver_stop, saver) = spawn_saver(
+        engine.clone(),
+        dev_id,
+        Watch {
+            ctrl: ctrl.clone(),
+            device: device.clone(),
+            end_on_media_change: spec.end_on_media_change,
+            stopping: stopping.clone(),
+            media_ended: media_ended.clone(),
+        },
+    )?;
 
     let q_engine = engine.clone();
+    let ready_engine = engine.clone();
     let stop_after_start = stopping.clone();
     let result = ctrl.run_target(
         move |dev: &mut UblkDev| init_target(dev, &cfg),
@@ -224,6 +256,8 @@ where
             let path = ctrl.get_bdev_path();
             tracing::info!(device = %path, "device is live");
             ready(&path);
+            notify::ready(&ready_engine, &path);
+            let _ = device.set(path);
             // A stop requested while the device was starting could not stop it yet.
             if stop_after_start.load(Ordering::SeqCst) {
                 if let Err(e) = ctrl.kill_dev() {
@@ -257,7 +291,11 @@ where
         Ok(_) => tracing::info!("device removed"),
         Err(e) => tracing::debug!(error = %e, "device removal (it may be gone already)"),
     }
-    Ok(())
+    Ok(if media_ended.load(Ordering::SeqCst) {
+        Ended::MediaChanged
+    } else {
+        Ended::Stopped
+    })
 }
 
 fn stop_signals() -> SigSet {
@@ -369,6 +407,7 @@ fn spawn_signal_thread(
                 continue;
             }
             tracing::info!(signal = %sig, "stopping: saving the map, then removing the device");
+            notify::stopping("stopping: saving the map, then removing the device");
             stopping.store(true, Ordering::SeqCst);
             if let Err(e) = engine.save() {
                 tracing::error!(error = &e as &dyn std::error::Error, "map save on stop failed");
@@ -401,28 +440,58 @@ fn init_ctrl_ring() -> Result<(), UblkError> {
     })
 }
 
-/// Offers the engine a rate-limited save every second, and publishes the cache health of
-/// device `id` when it changed, until the sender is dropped.
+/// What the saver thread watches besides saving.
+struct Watch {
+    ctrl: Arc<UblkCtrl>,
+    /// The block device path, once live.
+    device: Arc<OnceLock<String>>,
+    end_on_media_change: bool,
+    stopping: Arc<AtomicBool>,
+    /// Set when the saver ended the device for a media change.
+    media_ended: Arc<AtomicBool>,
+}
+
+/// Offers the engine a rate-limited save every second and publishes the cache health of device
+/// `id` when it changed, until the sender is dropped; once the device is live, updates the service manager's STATUS and (`end_on_media_change`) ends the
+/// device when the media changed.
 fn spawn_saver(
     engine: Arc<Engine>,
     id: u32,
+    watch: Watch,
 ) -> Result<(mpsc::Sender<()>, JoinHandle<()>), ServeError> {
     let (tx, rx) = mpsc::channel::<()>();
     let mut published = CacheHealth::Ok;
     super::health::unpublish(id);
     let handle = std::thread::Builder::new()
         .name("blkcache-saver".into())
-        .spawn(move || loop {
-            match rx.recv_timeout(SAVE_TICK) {
-                Err(RecvTimeoutError::Timeout) => {
-                    engine.maybe_save();
-                    let health = engine.health();
-                    if health != published {
-                        super::health::publish(id, &health);
-                        published = health;
+        .spawn(move || {
+            let mut ticks = 0u32;
+            let mut last_status = String::new();
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(SAVE_TICK) {
+                engine.maybe_save();
+                let health = engine.health();
+                if health != published {
+                    super::health::publish(id, &health);
+                    published = health;
+                }
+                let Some(device) = watch.device.get() else {
+                    continue;
+                };
+                if watch.end_on_media_change
+                    && !watch.stopping.load(Ordering::SeqCst)
+                    && engine.probe_media_change()
+                {
+                    end_for_media_change(&engine, &watch);
+                    return;
+                }
+                ticks += 1;
+                if ticks % STATUS_TICKS == 0 && notify::enabled() {
+                    let line = notify::status_line(&engine, device);
+                    if line != last_status {
+                        notify::status(&line);
+                        last_status = line;
                     }
                 }
-                _ => return,
             }
         })
         .map_err(|source| ServeError::Thread {
@@ -430,6 +499,28 @@ fn spawn_saver(
             source,
         })?;
     Ok((tx, handle))
+}
+
+/// The disc was swapped or ejected: save the map, then stop the device (its queues end,
+/// `run_target` returns, readers still holding the device get I/O errors).
+fn end_for_media_change(engine: &Engine, watch: &Watch) {
+    tracing::warn!(
+        media = %engine.media().describe(),
+        "the disc was changed or removed: saving its map and ending, so that the disc now in the drive can be served from its own cache"
+    );
+    notify::stopping("the disc was changed or removed: saving its map and ending");
+    watch.media_ended.store(true, Ordering::SeqCst);
+    watch.stopping.store(true, Ordering::SeqCst);
+    if let Err(e) = engine.save() {
+        tracing::error!(error = %e, "map save after the media change failed");
+    }
+    if let Err(e) = init_ctrl_ring() {
+        tracing::error!(error = %e, "cannot set up a control ring to stop the device");
+        return;
+    }
+    if let Err(e) = watch.ctrl.kill_dev() {
+        tracing::warn!(error = %e, "cannot stop the device");
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! - `wake`: a queue's wake-up eventfd, for requests waiting on other requests or on the
 //!   media-change watcher;
 //! - `errno`: the one place errors become `-errno`;
+//! - `notify`: READY/STATUS/STOPPING for a service manager (`Type=notify`);
 //! - `devices`: listing, resolving and removing devices;
 //! - `health`: the cache health a daemon publishes for `list`.
 //!
@@ -20,6 +21,7 @@ mod devices;
 mod errno;
 mod health;
 mod media_read;
+pub mod notify;
 mod queue;
 mod wake;
 
@@ -27,7 +29,7 @@ pub use config::{
     from_device_json, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR, TARGET_NAME,
 };
 pub use daemon::{
-    check_geometry, default_queues, isolate_mount_namespace, serve, DeviceSpec, ServeError,
+    check_geometry, default_queues, isolate_mount_namespace, serve, DeviceSpec, Ended, ServeError,
     DEFAULT_DEPTH, MAX_DEFAULT_QUEUES,
 };
 pub use devices::{
