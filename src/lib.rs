@@ -7,7 +7,8 @@
 //! - [`engine`]: the read path joining the three;
 //! - [`serve`]: one serve configuration, and opening media and cache to serve it;
 //! - [`rescue`]: GNU ddrescue's strategy for reading a whole media through the engine (`fill`);
-//! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine.
+//! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine;
+//! - [`nbd`]: the other adapter, serving the engine to NBD clients and the kernel's `nbd` driver.
 
 pub mod cache;
 pub mod engine;
@@ -15,6 +16,7 @@ pub mod files;
 pub mod image;
 pub mod map;
 pub mod media;
+pub mod nbd;
 pub mod rescue;
 pub mod serve;
 pub mod ublk;
