@@ -10,6 +10,7 @@ mod journal;
 mod list;
 mod merge;
 mod recover;
+mod serve;
 mod status;
 mod udev;
 
@@ -44,6 +45,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Re-attach a daemon to devices whose daemon died.
     Recover(recover::RecoverArgs),
+    /// Serve a source through its cache as a read-only NBD export (no root, no kernel driver).
+    Serve(serve::ServeArgs),
     Status(status::StatusArgs),
     /// Internal: serve a configuration as a daemon (started by add and recover).
     #[command(hide = true)]
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Merge(args) => merge::run(args),
         Command::List(args) => list::run(args),
         Command::Recover(args) => recover::run(args, cli.verbose),
+        Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Eject(args) => eject::run(args),
