@@ -3,7 +3,8 @@
 # Safe to run again: it does nothing when everything is there.
 set -euo pipefail
 
-packages=(gddrescue qemu-system-x86 busybox-static libclang-dev xorriso xz-utils cpio kmod strace util-linux fuse3)
+packages=(gddrescue qemu-system-x86 busybox-static libclang-dev xorriso xz-utils cpio kmod strace util-linux fuse3
+    libnbd-bin python3-libnbd qemu-utils)
 
 missing=()
 for p in "${packages[@]}"; do

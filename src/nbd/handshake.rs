@@ -154,3 +154,200 @@ impl From<ProtoError> for NbdError {
         NbdError::Protocol(e)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The client's bytes in, the server's out.
+    struct Duplex<'a> {
+        input: &'a [u8],
+        output: Vec<u8>,
+    }
+
+    impl Read for Duplex<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Duplex<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn export() -> ExportInfo {
+        ExportInfo {
+            name: "blkcache".into(),
+            description: "test".into(),
+            size: 4096 * 2048,
+            block_size: 2048,
+        }
+    }
+
+    fn option(opt: u32, data: &[u8]) -> Vec<u8> {
+        let mut v = b"IHAVEOPT".to_vec();
+        v.extend_from_slice(&opt.to_be_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn go_data(name: &[u8], infos: &[u16]) -> Vec<u8> {
+        let mut v = (name.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(name);
+        v.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+        for i in infos {
+            v.extend_from_slice(&i.to_be_bytes());
+        }
+        v
+    }
+
+    /// An option reply: (option, reply type, data).
+    type Reply = (u32, u32, Vec<u8>);
+
+    /// Runs a handshake on `options` after the client flags; returns the outcome and the
+    /// option replies as (option, reply type, data).
+    fn run(flags: u32, options: &[Vec<u8>]) -> (Result<Outcome, NbdError>, Vec<Reply>) {
+        let mut input = flags.to_be_bytes().to_vec();
+        for o in options {
+            input.extend_from_slice(o);
+        }
+        let mut d = Duplex {
+            input: &input,
+            output: Vec::new(),
+        };
+        let outcome = negotiate(&mut d, &export());
+        assert_eq!(&d.output[..18], &proto::greeting());
+        let mut replies = Vec::new();
+        let mut rest = &d.output[18..];
+        while rest.len() >= 20 {
+            assert_eq!(&rest[..8], &proto::REPLY_MAGIC.to_be_bytes());
+            let opt = u32::from_be_bytes(rest[8..12].try_into().unwrap());
+            let kind = u32::from_be_bytes(rest[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(rest[16..20].try_into().unwrap()) as usize;
+            replies.push((opt, kind, rest[20..20 + len].to_vec()));
+            rest = &rest[20 + len..];
+        }
+        assert!(rest.is_empty(), "stray bytes: {rest:?}");
+        (outcome, replies)
+    }
+
+    #[test]
+    fn go_gives_size_flags_and_block_sizes_then_transmission() {
+        let (outcome, replies) = run(
+            3,
+            &[
+                option(proto::OPT_STRUCTURED_REPLY, &[]),
+                option(
+                    proto::OPT_GO,
+                    &go_data(b"", &[proto::INFO_BLOCK_SIZE, proto::INFO_NAME]),
+                ),
+            ],
+        );
+        assert_eq!(outcome.unwrap(), Outcome::Transmission { structured: true });
+        let kinds: Vec<(u32, u32)> = replies.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (proto::OPT_STRUCTURED_REPLY, proto::REP_ACK),
+                (proto::OPT_GO, proto::REP_INFO),
+                (proto::OPT_GO, proto::REP_INFO),
+                (proto::OPT_GO, proto::REP_INFO),
+                (proto::OPT_GO, proto::REP_ACK),
+            ]
+        );
+        assert_eq!(
+            replies[1].2,
+            proto::info_export(4096 * 2048, TRANSMISSION_FLAGS)
+        );
+        assert_eq!(
+            replies[2].2,
+            proto::info_block_size(2048, 2048, proto::MAX_PAYLOAD)
+        );
+        assert_eq!(
+            replies[3].2,
+            proto::info_string(proto::INFO_NAME, "blkcache")
+        );
+    }
+
+    #[test]
+    fn bad_options_get_errors_and_the_session_goes_on() {
+        let (outcome, replies) = run(
+            1,
+            &[
+                option(proto::OPT_LIST, b"x"),
+                option(proto::OPT_GO, &go_data(b"other", &[])),
+                option(proto::OPT_INFO, &[0, 0, 0, 9, 1]),
+                option(proto::OPT_STARTTLS, &[]),
+                option(99, b"unknown option data"),
+                option(proto::OPT_LIST, &[]),
+                option(proto::OPT_INFO, &go_data(b"blkcache", &[])),
+                option(proto::OPT_ABORT, &[]),
+            ],
+        );
+        assert_eq!(outcome.unwrap(), Outcome::Aborted);
+        let kinds: Vec<u32> = replies.iter().map(|r| r.1).collect();
+        assert_eq!(
+            kinds,
+            [
+                proto::REP_ERR_INVALID,
+                proto::REP_ERR_UNKNOWN,
+                proto::REP_ERR_INVALID,
+                proto::REP_ERR_POLICY,
+                proto::REP_ERR_UNSUP,
+                proto::REP_SERVER,
+                proto::REP_ACK,
+                proto::REP_INFO,
+                proto::REP_INFO,
+                proto::REP_ACK,
+                proto::REP_ACK,
+            ]
+        );
+        assert_eq!(replies[5].2, proto::rep_server("blkcache", "test"));
+    }
+
+    #[test]
+    fn export_name_of_another_export_hangs_up_and_of_ours_replies_without_zeroes() {
+        let (outcome, _) = run(1, &[option(proto::OPT_EXPORT_NAME, b"nope")]);
+        assert!(matches!(outcome, Err(NbdError::UnknownExport(n)) if n == "nope"));
+        let mut input = 3u32.to_be_bytes().to_vec();
+        input.extend_from_slice(&option(proto::OPT_EXPORT_NAME, b""));
+        let mut d = Duplex {
+            input: &input,
+            output: Vec::new(),
+        };
+        let outcome = negotiate(&mut d, &export()).unwrap();
+        assert_eq!(outcome, Outcome::Transmission { structured: false });
+        assert_eq!(
+            &d.output[18..],
+            &proto::export_name_reply(4096 * 2048, TRANSMISSION_FLAGS, true)[..]
+        );
+    }
+
+    #[test]
+    fn garbage_ends_the_handshake_with_an_error() {
+        let (outcome, _) = run(0x8000_0000, &[]);
+        assert!(matches!(outcome, Err(NbdError::Protocol(_))));
+        let (outcome, _) = run(1, &[b"NOTIHAVEOPT-and-then-some".to_vec()]);
+        assert!(matches!(outcome, Err(NbdError::Protocol(_))));
+        let mut huge = b"IHAVEOPT".to_vec();
+        huge.extend_from_slice(&proto::OPT_GO.to_be_bytes());
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        let (outcome, _) = run(1, &[huge]);
+        assert!(matches!(outcome, Err(NbdError::Protocol(_))));
+        let (outcome, _) = run(1, &vec![option(99, &[]); MAX_OPTIONS + 1]);
+        assert!(matches!(outcome, Err(NbdError::TooManyOptions)));
+        // Cut short mid-option: an I/O error, never a panic.
+        let (outcome, _) = run(
+            1,
+            &[option(proto::OPT_GO, &go_data(b"", &[]))[..10].to_vec()],
+        );
+        assert!(matches!(outcome, Err(NbdError::Io(_))));
+    }
+}

@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use export::{read_error, EngineExport, Export, ExportInfo, ReadError};
 pub use handshake::{negotiate, Outcome, MAX_OPTIONS, TRANSMISSION_FLAGS};
 pub use server::{serve, serve_until_signalled, Conn, Listener, ServerConfig};
-pub use transmission::serve_requests;
+pub use transmission::{check_read, serve_requests};
 
 /// Why a connection or the server ended in error.
 #[derive(Debug, thiserror::Error)]

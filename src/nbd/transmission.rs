@@ -121,8 +121,9 @@ fn read_header<S: Read>(conn: &mut S, buf: &mut [u8]) -> Result<bool, NbdError> 
     Ok(true)
 }
 
-/// Why a read is refused before it reaches the export.
-fn check_read(req: &Request, size: u64) -> Result<(), ReadError> {
+/// Why a read is refused before it reaches the export: unknown flags, longer than
+/// [`proto::MAX_PAYLOAD`], or past the end of an export of `size` bytes (`EINVAL`).
+pub fn check_read(req: &Request, size: u64) -> Result<(), ReadError> {
     let invalid = |message: String| ReadError {
         error: proto::EINVAL,
         offset: None,

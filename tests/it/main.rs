@@ -17,6 +17,7 @@ mod map_fuzz;
 mod media_blockdev;
 mod media_testmode;
 mod merge;
+mod nbd;
 mod on_bad_sector;
 mod packaging;
 mod util;
