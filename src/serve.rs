@@ -64,6 +64,20 @@ pub struct ServeConfig {
     /// Latency added to every read of the source, in milliseconds (with or without --test-mode).
     #[arg(long = "test-latency", value_name = "MS", default_value_t = 0)]
     pub test_latency_ms: u64,
+    /// The kernel frontend: ublk (/dev/ublkbN) or the nbd driver (/dev/nbdN, for kernels without
+    /// ublk). Default: ublk when /dev/ublk-control exists, else nbd.
+    #[arg(long, value_enum)]
+    pub frontend: Option<Frontend>,
+}
+
+/// Which kernel driver makes the block device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Frontend {
+    /// Linux ublk: /dev/ublkbN.
+    Ublk,
+    /// The kernel's nbd driver over a socketpair: /dev/nbdN.
+    Nbd,
 }
 
 impl Default for ServeConfig {
@@ -333,6 +347,7 @@ mod tests {
             fill: true,
             test_mode: Some("/d.map".into()),
             test_latency_ms: 20,
+            frontend: Some(Frontend::Nbd),
         };
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(json.contains("\"sector_size_override\":2048"), "{json}");

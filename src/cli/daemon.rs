@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use blkcache::nbd;
 use blkcache::rescue::background::BackgroundFill;
-use blkcache::serve::{self, ServeConfig};
+use blkcache::serve::{self, Frontend, ServeConfig};
 use blkcache::ublk::{self, DeviceConfig, DeviceSpec};
 
 /// How long the caller waits for the daemon to say it is ready. Generous: the kernel reads the
@@ -150,7 +151,7 @@ fn is_no_medium(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `ublk::serve`, with `add --fill`'s background fill started once the device is live (from the
+/// `serve_device`, with `add --fill`'s background fill started once the device is live (from the
 /// thread that reports it: its stop signals are blocked) and stopped after the device, the map
 /// then saved once more.
 fn serve_filling<R>(
@@ -158,13 +159,13 @@ fn serve_filling<R>(
     engine: Arc<blkcache::engine::Engine>,
     spec: DeviceSpec,
     ready: R,
-) -> Result<ublk::Ended, ublk::ServeError>
+) -> anyhow::Result<ublk::Ended>
 where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
     let fill = Arc::new(BackgroundFill::default());
     let starter = (cfg.fill && cfg.source.is_some()).then(|| (fill.clone(), engine.clone()));
-    let served = ublk::serve(engine.clone(), spec, move |device| {
+    let served = serve_device(engine.clone(), spec, move |device| {
         if let Some((fill, engine)) = starter {
             fill.start(engine);
         }
@@ -176,6 +177,36 @@ where
         }
     }
     served
+}
+
+/// Serves `engine` as a kernel block device until it stops: through ublk, or (chosen, or
+/// without /dev/ublk-control) the kernel's nbd driver. Recovery is ublk's only.
+fn serve_device<R: FnOnce(&str) + Send + Sync + 'static>(
+    engine: Arc<blkcache::engine::Engine>,
+    spec: DeviceSpec,
+    ready: R,
+) -> anyhow::Result<ublk::Ended> {
+    let ublk_present = Path::new("/dev/ublk-control").exists();
+    let use_nbd = spec.recover.is_none()
+        && match spec.config.serve.frontend {
+            Some(f) => f == Frontend::Nbd,
+            None => !ublk_present,
+        };
+    if !use_nbd {
+        return Ok(ublk::serve(engine, spec, ready)?);
+    }
+    let export = nbd::EngineExport::new(engine, "blkcache");
+    let workers = nbd::ServerConfig::default().workers;
+    let chosen = spec.config.serve.frontend.is_some();
+    let served = nbd::kernel::serve_kernel(&export, spec.config, workers, ready);
+    if !chosen {
+        served.context(
+            "the kernel has no ublk driver (/dev/ublk-control is missing), so blkcache tried its nbd driver",
+        )?;
+    } else {
+        served?;
+    }
+    Ok(ublk::Ended::Stopped)
 }
 
 /// The daemon's end of the pipe; taken (closed) by the ready line or the error line.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use blkcache::cache::Cache;
 use blkcache::engine::CacheHealth;
 use blkcache::map::Status;
+use blkcache::nbd::kernel::{self, KernelDevice};
 use blkcache::ublk::{self, Device};
 
 /// Arguments of `blkcache list`.
@@ -26,6 +27,8 @@ pub struct ListArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     device: String,
+    /// The kernel driver: ublk or nbd.
+    kind: &'static str,
     id: u32,
     /// `null` when served offline.
     source: Option<String>,
@@ -51,24 +54,31 @@ struct Row {
     log: String,
 }
 
-fn row(d: &Device) -> Row {
-    let cached = Cache::open(d.config.cache())
+/// Bytes cached as of the last map save, and their share of `size`.
+fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>) {
+    let cached = Cache::open(cache)
         .and_then(|c| c.load_mapfile())
         .map(|m| m.map.stats().get(Status::Finished).bytes)
         .ok();
     let percent = cached.map(|c| {
-        if d.config.size == 0 {
+        if size == 0 {
             100.0
         } else {
-            (c as f64 * 1000.0 / d.config.size as f64).round() / 10.0
+            (c as f64 * 1000.0 / size as f64).round() / 10.0
         }
     });
+    (cached, percent)
+}
+
+fn row(d: &Device) -> Row {
+    let (cached, percent) = cached(d.config.cache(), d.config.size);
     let health = d
         .daemon_alive
         .then(|| ublk::published_health(d.id, d.pid))
         .flatten();
     Row {
         device: d.path().display().to_string(),
+        kind: "ublk",
         id: d.id,
         source: d.config.source().map(|s| s.display().to_string()),
         cache: d.config.cache().display().to_string(),
@@ -90,8 +100,33 @@ fn row(d: &Device) -> Row {
     }
 }
 
+fn nbd_row(d: &KernelDevice) -> Row {
+    let (cached, percent) = cached(d.config.cache(), d.config.size);
+    Row {
+        device: d.path().display().to_string(),
+        kind: "nbd",
+        id: d.index,
+        source: d.config.source().map(|s| s.display().to_string()),
+        cache: d.config.cache().display().to_string(),
+        size: d.config.size,
+        sector_size: d.config.sector_size,
+        state: if d.connected { "live" } else { "disconnected" },
+        pid: d.config.pid,
+        daemon_running: d.daemon_alive,
+        needs_recovery: false,
+        cached_bytes: cached,
+        percent_cached: percent,
+        on_bad_sector: d.config.serve.on_bad_sector,
+        // The nbd daemon publishes no cache health (yet).
+        cache_state: None,
+        cache_error: None,
+        log: d.config.log.display().to_string(),
+    }
+}
+
 pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
-    let rows: Vec<Row> = ublk::list().iter().map(row).collect();
+    let mut rows: Vec<Row> = ublk::list().iter().map(row).collect();
+    rows.extend(kernel::list().iter().map(nbd_row));
     let mut out = std::io::stdout().lock();
     if args.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?;
@@ -103,8 +138,8 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     }
     writeln!(
         out,
-        "{:<14} {:<22} {:>7} {:>12} {:<30} CACHE",
-        "DEVICE", "STATE", "CACHED", "SIZE", "SOURCE"
+        "{:<14} {:<5} {:<22} {:>7} {:>12} {:<30} CACHE",
+        "DEVICE", "KIND", "STATE", "CACHED", "SIZE", "SOURCE"
     )?;
     for r in &rows {
         let mut state = match r.cache_state {
@@ -120,8 +155,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
             .map_or_else(|| "?".to_string(), |p| format!("{p:.1}%"));
         writeln!(
             out,
-            "{:<14} {:<22} {:>7} {:>12} {:<30} {}",
+            "{:<14} {:<5} {:<22} {:>7} {:>12} {:<30} {}",
             r.device,
+            r.kind,
             state,
             cached,
             r.size,

@@ -7,13 +7,15 @@
 //! - `handshake`: fixed newstyle option haggling;
 //! - `transmission`: requests of one connection, reads on a few worker threads;
 //! - `export`: what is served, and the one place engine errors become NBD errors;
-//! - `server`: unix and TCP listeners, a thread per connection, stop and map saves.
+//! - `server`: unix and TCP listeners, a thread per connection, stop and map saves;
+//! - [`kernel`]: the kernel's `nbd` driver attached over a socketpair (`/dev/nbdN` without ublk).
 //!
 //! Must never contain read policy (the engine's), never accept a write, and never panic or
 //! allocate without bound on anything a client sends.
 
 mod export;
 mod handshake;
+pub mod kernel;
 pub mod proto;
 mod server;
 mod transmission;
