@@ -175,6 +175,7 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
     let record = record_path(n);
     write_record(&record, &config)?;
     let done = Arc::new(AtomicBool::new(false));
+    let live = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         // The driver's side: NBD_DO_IT returns once the device is disconnected.
         let do_it = s.spawn(move || {
@@ -210,23 +211,40 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
                 saver_engine.maybe_save();
             }
         });
-        let waiter = ours.try_clone()?;
-        s.spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !connected(n) && Instant::now() < deadline && !do_it.is_finished() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if connected(n) {
-                tracing::info!(device = %device_path(n).display(), "device is live");
-                ready(&device_path(n).display().to_string());
-            } else {
-                tracing::error!("the nbd device did not start");
-                Socket::shutdown(&waiter);
-            }
-        });
+        let waiter = {
+            let sock = ours.try_clone()?;
+            let live = &live;
+            s.spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while !connected(n) && Instant::now() < deadline && !do_it.is_finished() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if connected(n) {
+                    tracing::info!(device = %device_path(n).display(), "device is live");
+                    live.store(true, Ordering::SeqCst);
+                    ready(&device_path(n).display().to_string());
+                } else {
+                    Socket::shutdown(&sock);
+                }
+                do_it.join().unwrap_or(Ok(()))
+            })
+        };
         let served = serve_requests(ours.try_clone()?, export, false, workers);
         Socket::shutdown(&ours);
         done.store(true, Ordering::SeqCst);
+        let driver = waiter.join().unwrap_or(Ok(()));
+        if !live.load(Ordering::SeqCst) {
+            return Err(NbdError::Listen {
+                op: "start",
+                what: path.display().to_string(),
+                source: driver.err().unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the device did not come up within 30 s",
+                    )
+                }),
+            });
+        }
         served
     });
     // The signal thread may still wait: wake it (it sees `done` and ends).
