@@ -27,8 +27,6 @@ pub struct ListArgs {
 #[derive(Debug, Serialize)]
 struct Row {
     device: String,
-    /// The kernel driver: ublk or nbd.
-    kind: &'static str,
     id: u32,
     /// `null` when served offline.
     source: Option<String>,
@@ -52,6 +50,8 @@ struct Row {
     /// Why the cache is full or failed.
     cache_error: Option<String>,
     log: String,
+    /// The kernel driver: ublk or nbd.
+    kind: &'static str,
 }
 
 /// Bytes cached as of the last map save, and their share of `size`.

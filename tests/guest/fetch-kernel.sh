@@ -1,16 +1,37 @@
 #!/usr/bin/env bash
-# Fetch Debian's newest linux-image-6.12.N+deb12-amd64-unsigned into the cache: vmlinuz plus the decompressed
-# modules the guest needs (and their dependencies), with a load order. Prints the kernel directory.
-# Usage: fetch-kernel.sh            (uses $BLKCACHE_GUEST_CACHE, default <repo>/.guest-cache)
+# Fetch a Debian kernel into the cache: vmlinuz plus the decompressed modules the guest needs (and their
+# dependencies), with a load order. Prints the kernel directory.
+# Usage: fetch-kernel.sh [--kernel 6.12|6.1]      (uses $BLKCACHE_GUEST_CACHE, default <repo>/.guest-cache)
+#   6.12 (default): the newest linux-image-6.12.N+deb12-amd64-unsigned (backports; has ublk_drv)
+#   6.1:            Debian 12's own newest linux-image-6.1.0-N-amd64-unsigned (no ublk; has nbd)
 # Must never install the kernel on the host: the package is only unpacked into the cache.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-# The modules the scenarios use; their dependencies are resolved from each module's own .modinfo.
-WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug crc32c_generic ext4)
+kernel=6.12
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --kernel) kernel="$2"; shift ;;
+        *) die "usage: fetch-kernel.sh [--kernel 6.12|6.1]" ;;
+    esac
+    shift
+done
+# The modules the scenarios use; their dependencies are resolved from each module's own .modinfo. 6.1 has no ublk:
+# its guests use the nbd driver; its crc-t10dif and crc64-rocksoft need their generic crypto (soft dependencies).
+case "$kernel" in
+    6.12)
+        pattern='^linux-image-6\.12\.[0-9]+[+]deb12-amd64-unsigned$'
+        WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug crc32c_generic ext4)
+        ;;
+    6.1)
+        pattern='^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$'
+        WANTED_MODULES=(crct10dif_generic crc64_rocksoft_generic scsi_common scsi_mod cdrom sr_mod sd_mod isofs
+            virtio_pci virtio_scsi nbd loop scsi_debug)
+        ;;
+    *) die "unknown kernel '$kernel' (6.12 or 6.1)" ;;
+esac
 
 ensure_packages xz-utils
-pattern='^linux-image-6\.12\.[0-9]+[+]deb12-amd64-unsigned$'
 pkg="$(apt-cache search "$pattern" 2>/dev/null | awk '{print $1}' | sort -V | tail -n1)"
 if [ -z "$pkg" ]; then
     [ "$(id -u)" -eq 0 ] || die "no package matches $pattern in apt's lists (run apt-get update as root)"
@@ -53,7 +74,11 @@ resolve() {
     fi
     rel="$(grep -E "/$name\.ko\$" "$moddir/modules.order" | head -n1)" || true
     [ -n "$rel" ] || die "module $name is neither in modules.order nor built in ($pkg)"
-    xz -dc "$moddir/$rel.xz" > "$kdir/modules/$name.ko" || die "cannot decompress $rel.xz"
+    if [ -f "$moddir/$rel.xz" ]; then
+        xz -dc "$moddir/$rel.xz" > "$kdir/modules/$name.ko" || die "cannot decompress $rel.xz"
+    else
+        cp "$moddir/$rel" "$kdir/modules/$name.ko" || die "no module file $rel ($pkg)"
+    fi
     deps="$(tr '\0' '\n' < "$kdir/modules/$name.ko" | grep -a '^depends=' | head -n1 | cut -d= -f2)"
     for d in ${deps//,/ }; do
         resolve "$d"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot a QEMU (TCG) guest with Debian's 6.12 kernel, the static blkcache and the test data, run scenarios in it,
+# Boot a QEMU (TCG) guest with a Debian kernel (6.12 unless --kernel 6.1), the static blkcache and the test data, run scenarios in it,
 # and exit 0 only if every requested scenario printed PASS. See tests/guest/README.md.
 # Usage: run.sh [options] [SCENARIO|FILE.sh|all]...
 #   SCENARIO      a name from tests/guest/scenarios/ (without .sh); "all" = every scenario there
@@ -11,6 +11,7 @@
 #   --shell           interactive busybox shell on the console after the scenarios (needs a terminal)
 #   --timeout SECS    host-side limit for the whole guest run (default 60 + (scenario limit + 40) per scenario)
 #   --scenario-timeout SECS   guest-side limit per scenario (default 120)
+#   --kernel VER      the guest kernel: 6.12 (default; ublk) or 6.1 (Debian 12's own; no ublk, has nbd)
 #   --no-cd           boot without the emulated CD drive
 #   --extra-bin PATH  put another static binary into the guest's /bin (repeatable)
 #   -v, --verbose     stream the whole console, not only the result lines
@@ -19,7 +20,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-build=1 bin="" shell=0 host_timeout="" scen_timeout=120 cd=1 verbose=0 keep=0 exec_cmds="" extra_bins=()
+kernel=6.12 build=1 bin="" shell=0 host_timeout="" scen_timeout=120 cd=1 verbose=0 keep=0 exec_cmds="" extra_bins=()
 requested=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,6 +30,7 @@ while [ $# -gt 0 ]; do
         --shell) shell=1 ;;
         --timeout) host_timeout="$2"; shift ;;
         --scenario-timeout) scen_timeout="$2"; shift ;;
+        --kernel) kernel="$2"; shift ;;
         --no-cd) cd=0 ;;
         --extra-bin) extra_bins+=("$2"); shift ;;
         -v | --verbose) verbose=1 ;;
@@ -93,7 +95,7 @@ if [ "$bin" != none ]; then
     binargs=(-b "$bin")
 fi
 
-kdir="$("$GUEST_DIR/fetch-kernel.sh")" || die "could not fetch the guest kernel"
+kdir="$("$GUEST_DIR/fetch-kernel.sh" --kernel "$kernel")" || die "could not fetch the guest kernel $kernel"
 "$GUEST_DIR/make-data.sh" "$work/data" >&2 || die "could not make the test data"
 xargs=()
 for x in "${extra_bins[@]}"; do xargs+=(-x "$x"); done
