@@ -198,13 +198,12 @@ fn serve_device<R: FnOnce(&str) + Send + Sync + 'static>(
     let export = nbd::EngineExport::new(engine, "blkcache");
     let workers = nbd::ServerConfig::default().workers;
     let chosen = spec.config.serve.frontend.is_some();
-    let served = nbd::kernel::serve_kernel(&export, spec.config, workers, ready);
-    if !chosen {
-        served.context(
-            "the kernel has no ublk driver (/dev/ublk-control is missing), so blkcache tried its nbd driver",
-        )?;
-    } else {
-        served?;
+    match nbd::kernel::serve_kernel(&export, spec.config, workers, ready) {
+        Err(nbd::NbdError::NoDriver) if !chosen => bail!(
+            "the kernel has neither the ublk driver (/dev/ublk-control; modprobe ublk_drv, Linux 6.0+ with \
+             CONFIG_BLK_DEV_UBLK) nor the nbd driver (/dev/nbd0; modprobe nbd); `blkcache serve` needs neither"
+        ),
+        r => r?,
     }
     Ok(ublk::Ended::Stopped)
 }

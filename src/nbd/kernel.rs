@@ -87,11 +87,7 @@ fn ensure_driver() -> Result<(), NbdError> {
     if loaded() {
         Ok(())
     } else {
-        Err(NbdError::Setup(
-            "/dev/nbd0 is missing: the kernel has no nbd driver (modprobe nbd; CONFIG_BLK_DEV_NBD); \
-             without a kernel driver, `blkcache serve` still serves NBD clients such as nbdfuse"
-                .into(),
-        ))
+        Err(NbdError::NoDriver)
     }
 }
 

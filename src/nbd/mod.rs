@@ -57,6 +57,11 @@ pub enum NbdError {
         #[source]
         source: io::Error,
     },
+    /// The kernel has no nbd driver (even after `modprobe nbd`).
+    #[error(
+        "/dev/nbd0 is missing: the kernel has no nbd driver (modprobe nbd; CONFIG_BLK_DEV_NBD)"
+    )]
+    NoDriver,
     /// Signal handling or a thread could not be set up.
     #[error("cannot set up the server: {0}")]
     Setup(String),
