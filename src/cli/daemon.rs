@@ -200,8 +200,8 @@ fn serve_device<R: FnOnce(&str) + Send + Sync + 'static>(
     let chosen = spec.config.serve.frontend.is_some();
     match nbd::kernel::serve_kernel(&export, spec.config, workers, ready) {
         Err(nbd::NbdError::NoDriver) if !chosen => bail!(
-            "the kernel has neither the ublk driver (/dev/ublk-control; modprobe ublk_drv, Linux 6.0+ with \
-             CONFIG_BLK_DEV_UBLK) nor the nbd driver (/dev/nbd0; modprobe nbd); `blkcache serve` needs neither"
+            "the kernel has no ublk driver (/dev/ublk-control; modprobe ublk_drv, Linux 6.0+ with \
+             CONFIG_BLK_DEV_UBLK) and no nbd driver (/dev/nbd0; modprobe nbd); `blkcache serve` needs neither"
         ),
         r => r?,
     }

@@ -35,8 +35,8 @@ fn source(dir: &Path, name: &str, sectors: usize, seed: u8) -> std::path::PathBu
 }
 
 /// Without ublk, add falls back to the kernel's nbd driver; this host has neither.
-const NO_DRIVER: &str = "blkcache: error: the kernel has neither the ublk driver (/dev/ublk-control; \
-                         modprobe ublk_drv, Linux 6.0+ with CONFIG_BLK_DEV_UBLK) nor the nbd driver \
+const NO_DRIVER: &str = "blkcache: error: the kernel has no ublk driver (/dev/ublk-control; \
+                         modprobe ublk_drv, Linux 6.0+ with CONFIG_BLK_DEV_UBLK) and no nbd driver \
                          (/dev/nbd0; modprobe nbd); `blkcache serve` needs neither";
 
 #[test]

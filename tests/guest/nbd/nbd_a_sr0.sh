@@ -17,6 +17,8 @@ blkcache list | grep -Eq "^$dev +nbd +live " || fail "blkcache list does not sho
 pos=$((3 * 1048576))
 r0="$(dev_reads sr0)"
 must dd if="$dev" of=/tmp/na-miss bs=2048 skip=$((pos / 2048)) count=64 iflag=direct status=none
+# Whatever the miss set off on the drive (the engine's media-change probe) is done before the hit is counted.
+sleep 1
 r1="$(dev_reads sr0)"
 [ "$r1" -gt "$r0" ] || fail "an O_DIRECT miss did not reach sr0 (reads $r0 -> $r1)"
 dd if="$ISO" of=/tmp/na-ref bs=2048 skip=$((pos / 2048)) count=64 status=none
