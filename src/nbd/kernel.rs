@@ -72,7 +72,11 @@ pub fn connected(n: u32) -> bool {
 /// Loads the `nbd` module if the driver is missing; errors when there is still no /dev/nbd0.
 fn ensure_driver() -> Result<(), NbdError> {
     let loaded = || Path::new("/dev/nbd0").exists();
+    // modprobe only where this kernel has modules at all (no child process for nothing).
+    let modules = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .is_ok_and(|r| Path::new("/lib/modules").join(r.trim()).is_dir());
     if !loaded()
+        && modules
         && std::process::Command::new("modprobe")
             .arg("nbd")
             .stderr(std::process::Stdio::null())
