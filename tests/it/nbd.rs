@@ -366,7 +366,8 @@ fn two_clients_at_once_read_every_sector_from_the_media_once() {
         size,
         "each byte read once: {log}"
     );
-    assert_eq!(counter(&log, "media_reads"), size / 65536, "{log}");
+    // At most one read per 64 KiB (the engine may read a whole request's untried bytes at once).
+    assert!(counter(&log, "media_reads") <= size / 65536, "{log}");
     assert_eq!(runs_of(&cache.join("mapfile"), '+'), [(0, size)]);
 }
 
