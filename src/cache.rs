@@ -206,6 +206,23 @@ pub struct CacheMeta {
     pub version: String,
 }
 
+impl CacheMeta {
+    /// The metadata of a cache made now for `source` by blkcache `version`.
+    pub fn new(source: &SourceInfo, version: String) -> CacheMeta {
+        CacheMeta {
+            source: source.path.clone(),
+            size: source.size,
+            sector_size: source.sector_size,
+            identity: source.identity.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            version,
+        }
+    }
+}
+
 /// The state directory for a user: `/var/lib/blkcache` for root, else
 /// `$XDG_STATE_HOME/blkcache`, else `$HOME/.local/state/blkcache` (relative values count as
 /// unset, as the XDG spec says).
@@ -410,17 +427,7 @@ impl Cache {
             .permissions(Permissions::from_mode(files::DIR_MODE))
             .tempdir_in(&parent)
             .map_err(io_err("create a temporary directory in", &parent))?;
-        let meta = CacheMeta {
-            source: source.path.clone(),
-            size: source.size,
-            sector_size: source.sector_size,
-            identity: source.identity.clone(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        };
+        let meta = CacheMeta::new(source, env!("CARGO_PKG_VERSION").to_string());
         let staged = Cache {
             dir: staging.path().to_path_buf(),
             meta,

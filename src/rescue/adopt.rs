@@ -126,17 +126,7 @@ pub fn adopt(dir: &Path, source: &SourceInfo) -> Result<(), AdoptError> {
         ..m.meta
     };
     map::save(&mapfile, &m)?;
-    let meta = CacheMeta {
-        source: source.path.clone(),
-        size: source.size,
-        sector_size: source.sector_size,
-        identity: source.identity.clone(),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        version,
-    };
+    let meta = CacheMeta::new(source, version);
     let json = serde_json::to_string_pretty(&meta).map_err(|e| AdoptError::Io {
         op: "serialise metadata for",
         path: dir.join(META_FILE),
