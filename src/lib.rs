@@ -7,10 +7,12 @@
 //! - [`engine`]: the read path joining the three;
 //! - [`serve`]: one serve configuration, and opening media and cache to serve it;
 //! - [`rescue`]: GNU ddrescue's strategy for reading a whole media through the engine (`fill`);
+//! - [`control`]: the control socket of a serving daemon (fills and live status);
 //! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine;
 //! - [`nbd`]: the other adapter, serving the engine to NBD clients and the kernel's `nbd` driver.
 
 pub mod cache;
+pub mod control;
 pub mod engine;
 pub mod files;
 pub mod image;

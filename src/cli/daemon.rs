@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
+use blkcache::control::ControlSocket;
 use blkcache::nbd;
 use blkcache::rescue::background::BackgroundFill;
+use blkcache::rescue::FillOptions;
 use blkcache::serve::{self, Frontend, ServeConfig};
 use blkcache::ublk::{self, DeviceConfig, DeviceSpec};
 
@@ -151,9 +153,10 @@ fn is_no_medium(e: &anyhow::Error) -> bool {
     })
 }
 
-/// `serve_device`, with `add --fill`'s background fill started once the device is live (from the
-/// thread that reports it: its stop signals are blocked) and stopped after the device, the map
-/// then saved once more.
+/// `serve_device`, with the cache's control socket (fills asked for by `blkcache fill`, live
+/// `status`) and `add --fill`'s background fill, started once the device is live (from the
+/// thread that reports it: its stop signals are blocked). Fills are stopped after the device,
+/// the map then saved once more, and the socket removed last.
 fn serve_filling<R>(
     cfg: &ServeConfig,
     engine: Arc<blkcache::engine::Engine>,
@@ -163,20 +166,56 @@ fn serve_filling<R>(
 where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
-    let fill = Arc::new(BackgroundFill::default());
-    let starter = (cfg.fill && cfg.source.is_some()).then(|| (fill.clone(), engine.clone()));
+    let (fills, control) = start_control(&engine, spec.config.cache(), cfg.source.is_some());
+    let control = control.map(Arc::new);
+    let starter = (cfg.fill && cfg.source.is_some()).then(|| fills.clone());
+    let shown = control.clone();
     let served = serve_device(engine.clone(), spec, move |device| {
-        if let Some((fill, engine)) = starter {
-            fill.start(engine);
+        if let Some(c) = shown {
+            c.set_serving(device);
+        }
+        if let Some(fills) = starter {
+            if let Err(e) = fills.start(FillOptions::default(), "add --fill".into()) {
+                tracing::error!(error = %e, "cannot start the fill");
+            }
         }
         ready(device);
     });
-    if fill.stop() {
+    stop_control(&engine, &fills, control);
+    served
+}
+
+/// The fills of `engine` (serving the cache in `cache`) and its control socket; serving goes
+/// on without the socket if it cannot be made (said in the log).
+pub(super) fn start_control(
+    engine: &Arc<blkcache::engine::Engine>,
+    cache: &Path,
+    can_fill: bool,
+) -> (Arc<BackgroundFill>, Option<ControlSocket>) {
+    let fills = Arc::new(BackgroundFill::new(engine.clone(), cache.to_owned()));
+    let control = ControlSocket::start(engine.clone(), fills.clone(), cache, can_fill)
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = &*e as &dyn std::error::Error,
+                "no control socket: `blkcache fill` and a live `status` cannot reach this daemon"
+            )
+        })
+        .ok();
+    (fills, control)
+}
+
+/// Once serving ended: stops a fill (saving the map after it), then removes the socket.
+pub(super) fn stop_control<C>(
+    engine: &blkcache::engine::Engine,
+    fills: &BackgroundFill,
+    control: Option<C>,
+) {
+    if fills.close() {
         if let Err(e) = engine.save() {
             tracing::error!(error = %e, "map save after the fill stopped failed");
         }
     }
-    served
+    drop(control);
 }
 
 /// Serves `engine` as a kernel block device until it stops: through ublk, or (chosen, or

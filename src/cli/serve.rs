@@ -116,8 +116,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}", listener.uri())?;
         out.flush()?;
     }
-    let export = EngineExport::new(engine, EXPORT_NAME);
-    nbd::serve_until_signalled(&listener, &export, &ServerConfig::default())?;
+    let (fills, control) =
+        super::daemon::start_control(&engine, opened.cache.dir(), cfg.source.is_some());
+    if let Some(c) = &control {
+        c.set_serving(&listener.uri());
+    }
+    let export = EngineExport::new(engine.clone(), EXPORT_NAME);
+    let served = nbd::serve_until_signalled(&listener, &export, &ServerConfig::default());
+    super::daemon::stop_control(&engine, &fills, control);
+    served?;
     Ok(ExitCode::SUCCESS)
 }
 

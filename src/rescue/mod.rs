@@ -23,6 +23,7 @@ mod chunk;
 mod copy;
 pub mod export;
 pub mod merge;
+mod report;
 mod rescuer;
 mod retry;
 mod scrape;
@@ -33,6 +34,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 pub use chunk::{find_chunk, rfind_chunk, Block, Found};
+pub use report::{format_duration, Live, Summary};
 pub use rescuer::Progress;
 pub use source::{Head, Reopen, Source, Wear};
 
@@ -44,8 +46,10 @@ use rescuer::Rescuer;
 /// ddrescue's smallest and default initial skip size.
 pub const MIN_SKIP: u64 = 64 * 1024;
 
-/// How to rescue: GNU ddrescue's options of the same names and meanings.
-#[derive(Debug, Clone)]
+/// How to rescue: GNU ddrescue's options of the same names and meanings. Serde: the control
+/// socket carries them to a daemon (missing fields take their defaults).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FillOptions {
     /// Sectors per copy read (`-c`); default 64 KiB worth.
     pub cluster_sectors: Option<u32>,
