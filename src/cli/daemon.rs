@@ -196,7 +196,7 @@ pub(super) fn start_control(
     let control = ControlSocket::start(engine.clone(), fills.clone(), cache, can_fill)
         .inspect_err(|e| {
             tracing::warn!(
-                error = &*e as &dyn std::error::Error,
+                error = e as &dyn std::error::Error,
                 "no control socket: `blkcache fill` and a live `status` cannot reach this daemon"
             )
         })

@@ -10,6 +10,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use blkcache::cache::Cache;
+
+use super::progress::BytesProgress;
 use blkcache::map;
 use blkcache::rescue::export::{self, Checksums, Unread};
 
@@ -65,13 +67,17 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         (true, FillWith::Zero) => Unread::Zero,
         (true, FillWith::Marker) => Unread::Marker,
     };
+    let mut shown = BytesProgress::new("export", m.map.size());
     let done = export::export(
         &cache.image_path(),
         &m.map,
         u64::from(cache.meta().sector_size),
         &args.output,
         unread,
-    )?;
+        &mut |done| shown.set(done),
+    );
+    shown.finish();
+    let done = done?;
     export::write_sidecars(&args.output, &done.sums)?;
     let map_path = if done.unread > 0 {
         let mut p = args.output.as_os_str().to_owned();

@@ -7,7 +7,8 @@
 //! second one exits right after saving. A `kill -9` loses at most what was read since the last
 //! save (`--mapfile-interval`); the next fill continues from the saved map.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,17 +17,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use nix::sys::signal::{SigSet, Signal};
-use serde::Serialize;
 
 use blkcache::cache::{self, Cache, SourceInfo, META_FILE};
+use blkcache::control::{self, ControlError, Reply, Request};
 use blkcache::engine::{Engine, EngineConfig};
 use blkcache::image::Image;
 use blkcache::map::stats::format_num;
-use blkcache::map::{Stats, Status};
+
 use blkcache::media::identity::{identity_from_head, size_only_identity};
-use blkcache::rescue::{self, adopt, FillOptions, Outcome, Progress, Source};
+use blkcache::rescue::{self, adopt, FillOptions, Live, Source, Summary};
 
 use blkcache::serve::{self, parse_bytes, ServeConfig};
+
+use super::progress::FillProgress;
+use super::target;
+
+/// How long `fill` waits for a daemon's answer to a request.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Read a whole source into its cache, as GNU ddrescue would (no device, no daemon)
 ///
@@ -39,7 +46,8 @@ use blkcache::serve::{self, parse_bytes, ServeConfig};
 /// --max-bad-areas, --timeout) ends it with exit status 1, Ctrl-C with 130, the map saved.
 #[derive(Debug, clap::Args)]
 pub struct FillArgs {
-    /// The source: an optical drive, a disk or a file.
+    /// The source: an optical drive, a disk or a file; or a blkcache device or cache directory
+    /// that a daemon serves (the daemon then fills it).
     pub source: PathBuf,
     /// Cache directory (default: the media's own, as `add` uses).
     #[arg(long, value_name = "DIR")]
@@ -95,6 +103,12 @@ pub struct FillArgs {
     /// Skip the scraping phase (ddrescue's -n).
     #[arg(short = 'n', long)]
     pub no_scrape: bool,
+    /// With a daemon: start its fill and leave it running (`status --watch` follows it).
+    #[arg(long, conflicts_with = "stop")]
+    pub detach: bool,
+    /// With a daemon: stop the fill it runs (the map is saved, the device stays served).
+    #[arg(long)]
+    pub stop: bool,
     /// Seconds between map saves (the image is synced before each).
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     pub mapfile_interval: u64,
@@ -148,52 +162,45 @@ fn skip_sizes(arg: Option<&str>) -> anyhow::Result<(Option<u64>, Option<u64>)> {
     Ok((initial, max.map(parse).transpose()?))
 }
 
-/// What `fill` prints (`--json`: byte counts are exact).
-#[derive(Debug, Serialize)]
-struct Summary {
-    outcome: String,
-    cache: PathBuf,
-    size: u64,
-    rescued: u64,
-    bad_sector: u64,
-    bad_areas: u64,
-    non_tried: u64,
-    non_trimmed: u64,
-    non_scraped: u64,
-    media_reads: u64,
-    media_bytes: u64,
-    read_errors: u64,
-    seconds: f64,
+/// The summary's text (`--json` prints the struct).
+fn summary_text(s: &Summary) -> String {
+    let pct = |b: u64| {
+        if s.size == 0 {
+            0.0
+        } else {
+            100.0 * b as f64 / s.size as f64
+        }
+    };
+    format!(
+        "fill {}: {}B rescued of {}B ({:.2}%), {}B bad in {} area(s), {}B not yet tried\n  \
+         non-trimmed {}B, non-scraped {}B; {} reads ({}B), {} failed; {:.1} s\n  cache {}\n",
+        s.outcome,
+        format_num(s.rescued),
+        format_num(s.size),
+        pct(s.rescued),
+        format_num(s.bad_sector),
+        s.bad_areas,
+        format_num(s.non_tried),
+        format_num(s.non_trimmed),
+        format_num(s.non_scraped),
+        s.media_reads,
+        format_num(s.media_bytes),
+        s.read_errors,
+        s.seconds,
+        s.cache.display(),
+    )
 }
 
-impl Summary {
-    fn text(&self) -> String {
-        let pct = |b: u64| {
-            if self.size == 0 {
-                0.0
-            } else {
-                100.0 * b as f64 / self.size as f64
-            }
-        };
-        format!(
-            "fill {}: {}B rescued of {}B ({:.2}%), {}B bad in {} area(s), {}B not yet tried\n  \
-             non-trimmed {}B, non-scraped {}B; {} reads ({}B), {} failed; {:.1} s\n  cache {}\n",
-            self.outcome,
-            format_num(self.rescued),
-            format_num(self.size),
-            pct(self.rescued),
-            format_num(self.bad_sector),
-            self.bad_areas,
-            format_num(self.non_tried),
-            format_num(self.non_trimmed),
-            format_num(self.non_scraped),
-            self.media_reads,
-            format_num(self.media_bytes),
-            self.read_errors,
-            self.seconds,
-            self.cache.display(),
-        )
+/// Prints the summary as text or JSON.
+fn print_summary(summary: &Summary, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(summary)?)?;
+    } else {
+        out.write_all(summary_text(summary).as_bytes())?;
     }
+    out.flush()?;
+    Ok(())
 }
 
 pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
@@ -220,6 +227,15 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
         .thread_block()
         .context("cannot set up signal handling")?;
 
+    if let Some(cache) = served_cache(&args.source) {
+        return in_daemon(&args, &cache, opts, signals);
+    }
+    if args.stop || args.detach {
+        bail!(
+            "--stop and --detach are for a fill in a daemon: name a blkcache device or its cache \
+             directory (`blkcache list` shows them)"
+        );
+    }
     let source_path = std::fs::canonicalize(&args.source)
         .with_context(|| format!("cannot find source {}", args.source.display()))?;
     let test_mode = args
@@ -242,6 +258,10 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
     }
 
     let (dir, info) = identify(&args, &opts, &source_path, &mut source)?;
+    if control::connect(&dir)?.is_some() {
+        // A daemon serves this cache: it is the one writer, so it fills.
+        return in_daemon(&args, &dir, opts, signals);
+    }
     if adopt::is_ddrescue_dir(&dir) {
         adopt::adopt(&dir, &info).with_context(|| {
             format!("cannot adopt the GNU ddrescue rescue in {}", dir.display())
@@ -268,58 +288,125 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
 
     let stop = Arc::new(AtomicBool::new(false));
     spawn_signal_thread(signals, engine.clone(), stop.clone())?;
-    let mut shown = Shown::new();
-    let result = rescue::fill(&engine, &mut source, &opts, &stop, &mut |p| shown.show(p));
-    shown.clear();
+    let mut shown = FillProgress::new();
+    let result = rescue::fill(&engine, &mut source, &opts, &stop, &mut |p| {
+        shown.show(&Live::new(p))
+    });
+    shown.finish();
     // Saved whatever happened: what was read is kept.
     let saved = engine.save();
     let outcome = result?;
     saved.context("cannot save the map")?;
 
     let stats = engine.with_map(|m| m.map.stats());
-    let wear = source.wear();
-    let summary = summary(&stats, &outcome, cache.dir(), wear, started.elapsed());
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", serde_json::to_string(&summary)?)?;
-    } else {
-        out.write_all(summary.text().as_bytes())?;
-    }
-    out.flush()?;
-    Ok(match outcome {
-        Outcome::Finished => ExitCode::SUCCESS,
-        Outcome::Limit(_) => ExitCode::from(1),
-        Outcome::Interrupted => ExitCode::from(130),
-    })
+    let summary = Summary::new(
+        &stats,
+        &outcome,
+        cache.dir(),
+        source.wear(),
+        started.elapsed(),
+    );
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::from(summary.exit_status()))
 }
 
-fn summary(
-    stats: &Stats,
-    outcome: &Outcome,
-    dir: &Path,
-    wear: rescue::Wear,
-    elapsed: Duration,
-) -> Summary {
-    let b = |s| stats.get(s).bytes;
-    Summary {
-        outcome: match outcome {
-            Outcome::Finished => "finished".into(),
-            Outcome::Interrupted => "interrupted".into(),
-            Outcome::Limit(l) => format!("stopped: {l}"),
-        },
-        cache: dir.to_owned(),
-        size: stats.total_bytes(),
-        rescued: b(Status::Finished),
-        bad_sector: b(Status::BadSector),
-        bad_areas: stats.get(Status::BadSector).areas,
-        non_tried: b(Status::NonTried),
-        non_trimmed: b(Status::NonTrimmed),
-        non_scraped: b(Status::NonScraped),
-        media_reads: wear.reads,
-        media_bytes: wear.bytes,
-        read_errors: wear.errors,
-        seconds: elapsed.as_secs_f64(),
+/// The cache `arg` names when it is a blkcache device or a cache directory (then a daemon
+/// serving it fills it), rather than a source.
+fn served_cache(arg: &Path) -> Option<PathBuf> {
+    let meta = std::fs::metadata(arg).ok()?;
+    if meta.file_type().is_block_device() {
+        return target::device_cache(arg, meta.rdev());
     }
+    target::is_cache_dir(arg)
+        .then(|| std::path::absolute(arg).ok())
+        .flatten()
+}
+
+/// `fill` through the daemon serving `cache`: starts its fill (or, with --stop, stops it) and,
+/// unless --detach, follows it to its end. Ctrl-C stops the fill (the daemon saves the map and
+/// goes on serving); a second one leaves at once (the daemon stops the fill all the same).
+fn in_daemon(
+    args: &FillArgs,
+    cache: &Path,
+    options: FillOptions,
+    signals: SigSet,
+) -> anyhow::Result<ExitCode> {
+    let named = args.source.display();
+    let Some(mut client) = control::connect(cache)? else {
+        bail!(
+            "no daemon serves {}: `blkcache fill SOURCE --cache {}` fills it without one",
+            cache.display(),
+            cache.display()
+        );
+    };
+    if args.test_mode.is_some() || args.sector_size.is_some() || args.test_latency != 0 {
+        bail!(
+            "a daemon serves {}: it fills from its own media, so --test-mode, --test-latency and \
+             --sector-size belong to the `add` or `serve` that started it",
+            cache.display()
+        );
+    }
+    if args.stop {
+        client.send(&Request::Stop)?;
+        client.reply(Some(CONTROL_TIMEOUT))?;
+        eprintln!("blkcache: the fill stops after its read in progress; the daemon saves the map");
+        return Ok(ExitCode::SUCCESS);
+    }
+    client.send(&Request::Fill {
+        options,
+        detach: args.detach,
+        origin: format!("blkcache fill (pid {})", std::process::id()),
+    })?;
+    match client.reply(Some(CONTROL_TIMEOUT)) {
+        Ok(Reply::Started { .. }) => {}
+        Err(ControlError::Refused(why)) => bail!(
+            "{why}; `blkcache status {named} --watch` follows it, `blkcache fill {named} --stop` \
+             stops it"
+        ),
+        Err(e) => return Err(e.into()),
+        Ok(other) => bail!("unexpected reply from the daemon: {other:?}"),
+    }
+    if args.detach {
+        eprintln!(
+            "blkcache: the daemon fills {}; `blkcache status {named} --watch` follows it, \
+             `blkcache fill {named} --stop` stops it",
+            cache.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let stopper = client.stopper()?;
+    std::thread::Builder::new()
+        .name("blkcache-signals".into())
+        .spawn(move || {
+            let mut asked = false;
+            while let Ok(sig) = signals.wait() {
+                if asked {
+                    eprintln!("blkcache: {sig} again: leaving; the daemon stops the fill and saves the map");
+                    std::process::exit(130);
+                }
+                asked = true;
+                eprintln!("blkcache: {sig}: stopping the fill after the read in progress (the device stays served)");
+                if let Err(e) = stopper.stop() {
+                    eprintln!("blkcache: {e}");
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    let mut shown = FillProgress::new();
+    let summary = loop {
+        match client.reply(None) {
+            Ok(Reply::Progress(live)) => shown.show(&live),
+            Ok(Reply::Done(summary)) => break summary,
+            Ok(_) => {}
+            Err(e) => {
+                shown.finish();
+                return Err(e.into());
+            }
+        }
+    };
+    shown.finish();
+    print_summary(&summary, args.json)?;
+    Ok(ExitCode::from(summary.exit_status()))
 }
 
 /// Finds the cache directory and the source's facts, reading the source's start only when the
@@ -399,69 +486,4 @@ fn spawn_signal_thread(
         })
         .context("cannot start the signal thread")?;
     Ok(())
-}
-
-/// The progress line on stderr: redrawn in place on a terminal (at most 5 times a second), a
-/// plain line every 10 s otherwise (journald, pipes).
-struct Shown {
-    tty: bool,
-    last: Option<Instant>,
-    drawn: bool,
-}
-
-impl Shown {
-    fn new() -> Shown {
-        Shown {
-            tty: std::io::stderr().is_terminal(),
-            last: None,
-            drawn: false,
-        }
-    }
-
-    fn show(&mut self, p: &Progress) {
-        let every = if self.tty {
-            Duration::from_millis(200)
-        } else {
-            Duration::from_secs(10)
-        };
-        if self.last.is_some_and(|t| t.elapsed() < every) {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let s = &p.stats;
-        let size = s.total_bytes().max(1);
-        let rescued = s.get(Status::Finished).bytes;
-        let line = format!(
-            "{} pass {} at {}B: {:.2}% rescued, {}B bad, {}B non-tried, {} reads, {} failed, {}B/s",
-            blkcache::map::stats::phase_name(p.phase),
-            p.pass,
-            format_num(p.pos),
-            100.0 * rescued as f64 / size as f64,
-            format_num(s.get(Status::BadSector).bytes),
-            format_num(s.get(Status::NonTried).bytes),
-            p.reads,
-            p.read_errors,
-            format_num(p.current_rate),
-        );
-        // One terminal line: redrawn in place, never wrapped.
-        let line: String = if self.tty {
-            line.chars().take(79).collect()
-        } else {
-            line
-        };
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let _ = write!(err, "\r\x1b[K{line}");
-            self.drawn = true;
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-        let _ = err.flush();
-    }
-
-    fn clear(&mut self) {
-        if self.drawn {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
-        }
-    }
 }

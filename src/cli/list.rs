@@ -124,6 +124,18 @@ fn nbd_row(d: &KernelDevice) -> Row {
     }
 }
 
+/// Every blkcache device (ublk and nbd) with the cache it serves: what `status DEVICE` and
+/// `fill DEVICE` look up.
+pub(super) fn device_caches() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    let ublk = ublk::list()
+        .into_iter()
+        .map(|d| (d.path(), d.config.cache().to_path_buf()));
+    let nbd = kernel::list()
+        .into_iter()
+        .map(|d| (d.path(), d.config.cache().to_path_buf()));
+    ublk.chain(nbd).collect()
+}
+
 pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     let mut rows: Vec<Row> = ublk::list().iter().map(row).collect();
     rows.extend(kernel::list().iter().map(nbd_row));

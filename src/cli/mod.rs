@@ -9,9 +9,11 @@ mod fill;
 mod journal;
 mod list;
 mod merge;
+mod progress;
 mod recover;
 mod serve;
 mod status;
+mod target;
 mod udev;
 
 use std::process::ExitCode;

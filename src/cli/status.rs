@@ -3,15 +3,25 @@
 //! picture by `blkcache::map::picture`; this file only parses arguments and prints.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use blkcache::map::{load, picture, Report};
+use blkcache::control::{self, LiveStatus};
+use blkcache::map::stats::format_num;
+use blkcache::map::{load, parse, picture, Report};
+use blkcache::rescue::format_duration;
+
+use super::target;
 
 /// Show how much of a mapfile is rescued, non-tried, non-trimmed, non-scraped and bad
+///
+/// Takes a blkcache device (/dev/ublkbN, /dev/nbdN), a cache directory or a mapfile. When a
+/// daemon serves the cache, the figures are live: the map as the daemon holds it now, its
+/// counters, and a running fill's phase, rate and estimated time left (--watch adds the read
+/// rate; --json adds "live" and "daemon"). Otherwise it shows the saved map and says so.
 ///
 /// Reads any GNU ddrescue mapfile (blkcache's own included) and prints what `ddrescuelog -t`
 /// prints for it, line for line (sizes above 999999 bytes rounded with SI prefixes, percentages
@@ -47,7 +57,7 @@ use blkcache::map::{load, picture, Report};
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {
-    /// A GNU ddrescue mapfile, or a blkcache cache directory.
+    /// A blkcache device, a cache directory, or a GNU ddrescue mapfile.
     pub mapfile: PathBuf,
     /// Print one JSON object with exact byte and area counts instead of text.
     #[arg(long)]
@@ -66,28 +76,138 @@ pub struct StatusArgs {
     pub svg: Option<PathBuf>,
 }
 
-pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let path = if args.mapfile.is_dir() {
-        args.mapfile.join(blkcache::cache::MAPFILE_FILE)
-    } else {
-        args.mapfile.clone()
+/// How long `status` waits for a daemon's answer before showing the saved map.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The daemon's live state, if one serves `cache` and answers (a daemon that does not answer
+/// is said on stderr; the saved map is shown then).
+fn ask_daemon(cache: &Path) -> Option<LiveStatus> {
+    let asked =
+        control::connect(cache).and_then(|c| c.map(|mut c| c.status(ASK_TIMEOUT)).transpose());
+    match asked {
+        Ok(live) => live,
+        Err(e) => {
+            eprintln!(
+                "blkcache: the daemon serving {} did not answer: {e}",
+                cache.display()
+            );
+            None
+        }
+    }
+}
+
+/// The bytes/s the daemon read from the media since the last look (`--watch`).
+struct Rate(Option<(Instant, u64)>);
+
+impl Rate {
+    fn update(&mut self, live: Option<&LiveStatus>) -> Option<u64> {
+        let Some(live) = live else {
+            self.0 = None;
+            return None;
+        };
+        let now = (Instant::now(), live.counters.media_bytes);
+        let rate = self.0.and_then(|(t, b)| {
+            let secs = now.0.duration_since(t).as_secs_f64();
+            (secs > 0.0).then(|| (now.1.saturating_sub(b) as f64 / secs) as u64)
+        });
+        self.0 = Some(now);
+        rate
+    }
+}
+
+/// The lines under the figures: where they come from, and a daemon's fill.
+fn live_text(live: Option<&LiveStatus>, read_rate: Option<u64>, cache: bool) -> String {
+    let Some(l) = live else {
+        return if cache {
+            "\nsaved map: no daemon serves this cache\n".into()
+        } else {
+            String::new()
+        };
     };
+    let c = &l.counters;
+    let mut t = format!(
+        "\nlive from the daemon (pid {}) serving {}:\n  {} hits, {} misses, {} media reads ({}B), {} failed",
+        l.pid,
+        l.serving.as_deref().unwrap_or("(starting)"),
+        c.hits,
+        c.misses,
+        c.media_reads,
+        format_num(c.media_bytes),
+        c.media_errors,
+    );
+    if let Some(r) = read_rate {
+        t.push_str(&format!(", reading {}B/s", format_num(r)));
+    }
+    t.push('\n');
+    match &l.fill {
+        Some(f) if f.running => {
+            t.push_str(&format!("  fill running (started by {})", f.origin));
+            if let Some(p) = &f.live {
+                t.push_str(&format!(
+                    ": {} pass {}, {}B/s, ETA {}",
+                    p.phase,
+                    p.pass,
+                    format_num(p.current_rate),
+                    p.eta.map_or_else(|| "?".into(), format_duration)
+                ));
+            }
+            t.push('\n');
+        }
+        Some(f) => {
+            if let Some(s) = &f.summary {
+                t.push_str(&format!(
+                    "  last fill {} ({} reads, {} failed, {:.1} s)\n",
+                    s.outcome, s.media_reads, s.read_errors, s.seconds
+                ));
+            }
+        }
+        None => {}
+    }
+    t
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let target = target::resolve(&args.mapfile)?;
     let tty = std::io::stdout().is_terminal();
     let colour = tty
         && !args.plain
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    let mut rate = Rate(None);
     loop {
-        let mapfile = load(&path)?;
+        let live = target.cache.as_deref().and_then(ask_daemon);
+        let read_rate = rate.update(live.as_ref());
+        let mapfile = match &live {
+            Some(l) => parse(&l.mapfile, &target.mapfile)?,
+            None => load(&target.mapfile)?,
+        };
         if let Some(svg) = &args.svg {
-            let title = format!("{} ({} bytes)", path.display(), mapfile.map.size());
+            let title = format!(
+                "{} ({} bytes)",
+                target.mapfile.display(),
+                mapfile.map.size()
+            );
             std::fs::write(svg, picture::to_svg(&mapfile.map, &title))
                 .with_context(|| format!("cannot write {}", svg.display()))?;
         }
         let report = Report::new(&mapfile);
         let mut out = std::io::stdout().lock();
         if args.json {
-            serde_json::to_writer(&mut out, &report)?;
+            let mut v = serde_json::to_value(&report)?;
+            if target.cache.is_some() {
+                v["live"] = live.is_some().into();
+            }
+            if let Some(l) = &live {
+                v["daemon"] = serde_json::json!({
+                    "pid": l.pid,
+                    "serving": l.serving,
+                    "counters": l.counters,
+                    "health": l.health,
+                    "read_rate": read_rate,
+                    "fill": l.fill,
+                });
+            }
+            serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
         } else {
             if args.watch.is_some() && tty {
@@ -99,6 +219,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
             out.write_all(report.to_text().as_bytes())?;
+            out.write_all(live_text(live.as_ref(), read_rate, target.cache.is_some()).as_bytes())?;
         }
         out.flush()?;
         drop(out);

@@ -110,13 +110,14 @@ pub fn marker(offset: u64, status: Status, sector: usize) -> Vec<u8> {
 }
 
 /// Writes the image at `image` (whose map is `map`, sectors of `sector` bytes) to `out`,
-/// returning its checksums.
+/// returning its checksums. `progress` is told the bytes done after each piece.
 pub fn export(
     image: &Path,
     map: &FileMap,
     sector: u64,
     out: &Path,
     unread: Unread,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Exported, ExportError> {
     let size = map.size();
     let missing = size - map.stats().get(Status::Finished).bytes;
@@ -138,7 +139,7 @@ pub fn export(
         .create_new(true)
         .open(&part)
         .map_err(io_err("create", &part))?;
-    let result = write_all(&src, &dst, &part, map, sector, unread);
+    let result = write_all(&src, &dst, &part, map, sector, unread, progress);
     let sums = match result.and_then(|sums| {
         dst.set_len(size).map_err(io_err("size", &part))?;
         dst.sync_all().map_err(io_err("fsync", &part))?;
@@ -206,6 +207,7 @@ fn write_all(
     map: &FileMap,
     sector: u64,
     unread: Unread,
+    progress: &mut dyn FnMut(u64),
 ) -> Result<Checksums, ExportError> {
     let mut h = Hashers {
         md5: Md5::new(),
@@ -247,6 +249,7 @@ fn write_all(
                 h.update(bytes);
             }
             pos += len;
+            progress(pos);
         }
     }
     Ok(h.finish())

@@ -1,0 +1,67 @@
+//! What a `status`, `fill` or `export` argument names: a blkcache device (`/dev/ublkbN`,
+//! `/dev/nbdN`, `/dev/blkcache/srN`), a cache directory, or a mapfile (in a cache directory or
+//! not). Devices are found as `blkcache list` finds them.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use blkcache::cache::{MAPFILE_FILE, META_FILE};
+
+/// A resolved argument.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    /// The cache directory, when the argument is one, is in one, or is a device serving one.
+    pub cache: Option<PathBuf>,
+    /// The saved mapfile.
+    pub mapfile: PathBuf,
+}
+
+/// Resolves `arg`; a block device that is no blkcache device is an error.
+pub(super) fn resolve(arg: &Path) -> anyhow::Result<Target> {
+    let meta = std::fs::metadata(arg).with_context(|| format!("cannot find {}", arg.display()))?;
+    if meta.file_type().is_block_device() {
+        let Some(cache) = device_cache(arg, meta.rdev()) else {
+            bail!(
+                "{} is not a blkcache device (`blkcache list` shows them)",
+                arg.display()
+            );
+        };
+        return Ok(Target {
+            mapfile: cache.join(MAPFILE_FILE),
+            cache: Some(cache),
+        });
+    }
+    let abs = std::path::absolute(arg).with_context(|| format!("bad path {}", arg.display()))?;
+    if meta.is_dir() {
+        return Ok(Target {
+            mapfile: abs.join(MAPFILE_FILE),
+            cache: Some(abs),
+        });
+    }
+    let dir = abs.parent().map(Path::to_path_buf);
+    let in_cache = abs.file_name() == Some(MAPFILE_FILE.as_ref())
+        && dir.as_ref().is_some_and(|d| d.join(META_FILE).exists());
+    Ok(Target {
+        cache: dir.filter(|_| in_cache),
+        mapfile: abs,
+    })
+}
+
+/// Whether `arg` is a blkcache device; its cache if so.
+pub(super) fn device_cache(arg: &Path, rdev: u64) -> Option<PathBuf> {
+    super::list::device_caches()
+        .into_iter()
+        .find(|(dev, _)| {
+            std::fs::metadata(dev)
+                .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+                || dev == arg
+        })
+        .map(|(_, cache)| cache)
+}
+
+/// Whether `dir` holds a blkcache cache.
+pub(super) fn is_cache_dir(dir: &Path) -> bool {
+    dir.is_dir() && dir.join(META_FILE).exists()
+}
