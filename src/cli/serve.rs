@@ -111,15 +111,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         uri = %listener.uri(),
         "serving over NBD"
     );
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", listener.uri())?;
-        out.flush()?;
-    }
+    // The control socket is there once the URI is printed.
     let (fills, control) =
         super::daemon::start_control(&engine, opened.cache.dir(), cfg.source.is_some());
     if let Some(c) = &control {
         c.set_serving(&listener.uri());
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", listener.uri())?;
+        out.flush()?;
     }
     let export = EngineExport::new(engine.clone(), EXPORT_NAME);
     let served = nbd::serve_until_signalled(&listener, &export, &ServerConfig::default());

@@ -1,5 +1,6 @@
 mod cache_files;
 mod cli_errors;
+mod control;
 mod engine;
 mod engine_durability;
 mod engine_faults;

@@ -15,16 +15,17 @@ use blkcache::nbd::proto;
 
 use crate::util::Loop;
 
-/// A `blkcache serve` process on a unix socket in `dir`, stopped with SIGTERM.
-struct Served {
-    child: Option<Child>,
-    uri: String,
+/// A `blkcache serve` process on a unix socket in `dir`, stopped with SIGTERM (also used by
+/// `control.rs`).
+pub(crate) struct Served {
+    pub(crate) child: Option<Child>,
+    pub(crate) uri: String,
     socket: PathBuf,
-    log: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Served {
-    fn start(dir: &Path, source: &Path, extra: &[&str]) -> Served {
+    pub(crate) fn start(dir: &Path, source: &Path, extra: &[&str]) -> Served {
         let socket = dir.join("nbd.sock");
         let log = dir.join(format!("serve-{}.log", std::process::id()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_blkcache"))
@@ -64,7 +65,7 @@ impl Served {
     }
 
     /// Stops the server (SIGTERM: it saves the map) and returns its log.
-    fn stop(&mut self) -> String {
+    pub(crate) fn stop(&mut self) -> String {
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -134,7 +135,7 @@ fn counter(log: &str, name: &str) -> u64 {
 }
 
 /// A file of `len` bytes that no two sectors share.
-fn source(dir: &Path, name: &str, len: usize) -> PathBuf {
+pub(crate) fn source(dir: &Path, name: &str, len: usize) -> PathBuf {
     let mut data = vec![0u8; len];
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for b in data.iter_mut() {
@@ -149,7 +150,7 @@ fn source(dir: &Path, name: &str, len: usize) -> PathBuf {
 }
 
 /// A ddrescue-style damage map: `bad` sectors (of `ss` bytes) are `-`, the rest `+`.
-fn damage_map(dir: &Path, size: u64, ss: u64, bad: &[u64]) -> PathBuf {
+pub(crate) fn damage_map(dir: &Path, size: u64, ss: u64, bad: &[u64]) -> PathBuf {
     let mut text = String::from("# damage map\n0x00000000     +               1\n");
     let mut pos = 0;
     for &s in bad {
