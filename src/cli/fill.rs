@@ -172,8 +172,9 @@ fn summary_text(s: &Summary) -> String {
         }
     };
     format!(
-        "fill {}: {}B rescued of {}B ({:.2}%), {}B bad in {} area(s), {}B not yet tried\n  \
-         non-trimmed {}B, non-scraped {}B; {} reads ({}B), {} failed; {:.1} s\n  cache {}\n",
+        "fill {}: {}B rescued of {}B ({:.2}%)\n  \
+         {}B bad in {} area(s); not tried {}B, non-trimmed {}B, non-scraped {}B\n  \
+         {} reads ({}B), {} failed; {:.1} s\n  cache {}\n",
         s.outcome,
         format_num(s.rescued),
         format_num(s.size),

@@ -76,6 +76,18 @@ pub struct StatusArgs {
     pub svg: Option<PathBuf>,
 }
 
+/// `--json`: the report's fields in their order, then whether they are live and the daemon's.
+#[derive(serde::Serialize)]
+struct Json<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    /// For a cache: whether a daemon answered (else the saved map).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    daemon: Option<serde_json::Value>,
+}
+
 /// How long `status` waits for a daemon's answer before showing the saved map.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,10 +153,10 @@ fn live_text(live: Option<&LiveStatus>, read_rate: Option<u64>, cache: bool) -> 
     t.push('\n');
     match &l.fill {
         Some(f) if f.running => {
-            t.push_str(&format!("  fill running (started by {})", f.origin));
+            t.push_str(&format!("  fill running, started by {}\n", f.origin));
             if let Some(p) = &f.live {
                 t.push_str(&format!(
-                    ": {} pass {}, {}B/s, ETA {}",
+                    "    {} pass {}, {}B/s, ETA {}",
                     p.phase,
                     p.pass,
                     format_num(p.current_rate),
@@ -193,20 +205,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let report = Report::new(&mapfile);
         let mut out = std::io::stdout().lock();
         if args.json {
-            let mut v = serde_json::to_value(&report)?;
-            if target.cache.is_some() {
-                v["live"] = live.is_some().into();
-            }
-            if let Some(l) = &live {
-                v["daemon"] = serde_json::json!({
-                    "pid": l.pid,
-                    "serving": l.serving,
-                    "counters": l.counters,
-                    "health": l.health,
-                    "read_rate": read_rate,
-                    "fill": l.fill,
-                });
-            }
+            let v = Json {
+                report: &report,
+                live: target.cache.as_ref().map(|_| live.is_some()),
+                daemon: live.as_ref().map(|l| {
+                    serde_json::json!({
+                        "pid": l.pid,
+                        "serving": l.serving,
+                        "counters": l.counters,
+                        "health": l.health,
+                        "read_rate": read_rate,
+                        "fill": l.fill,
+                    })
+                }),
+            };
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
         } else {

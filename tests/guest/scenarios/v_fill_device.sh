@@ -1,0 +1,74 @@
+# v: blkcache fill /dev/ublkbN. A device served without --fill (the ISO behind a damage map: 4 bad sectors in the
+# padding at its end, 40 ms per read); `blkcache fill DEV` makes its daemon fill it through the control socket
+# while the mounted file system is read (the files match); `status DEV` is live meanwhile (the running fill, its
+# map ahead of the saved one or equal); a second fill is refused; the fill ends like a standalone fill (nothing
+# untried, exactly the damaged sectors bad, the image equals the ISO wherever '+'), and the live figure then
+# equals the saved map's.
+. /scenarios/lib.sh
+
+src=/tmp/v-src.iso
+cache=/tmp/v-cache
+damage=/tmp/v-damage.map
+cp "$ISO" "$src"
+size=$(stat -c %s "$src")
+ss=2048
+nsec=$((size / ss))
+bad=$((nsec - 20))
+hex() { printf '0x%08X' "$1"; }
+{
+    echo "0x00000000     +               1"
+    echo "$(hex 0)  $(hex $((bad * ss)))  +"
+    echo "$(hex $((bad * ss)))  $(hex $((4 * ss)))  -"
+    echo "$(hex $(((bad + 4) * ss)))  $(hex $(((nsec - bad - 4) * ss)))  +"
+} > "$damage"
+
+dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 40 --sector-size $ss)" || exit 1
+[ -S "$cache/control.sock" ] || fail "no control socket in $cache: $(ls -l "$cache" | tr '\n' ' ')"
+expect_eq "control socket mode" "$(stat -c %a "$cache/control.sock")" 600
+
+blkcache fill "$dev" --json > /tmp/v-fill.json 2> /tmp/v-fill.err &
+fill_pid=$!
+# The daemon has taken the fill once status says it runs.
+i=0
+until blkcache status "$dev" --json > /tmp/v-live.json && grep -q '"running":true' /tmp/v-live.json; do
+    i=$((i + 1))
+    [ $i -gt 100 ] && fail "status $dev never showed the fill running: $(cat /tmp/v-live.json /tmp/v-fill.err | tr '\n' ' ')"
+    sleep 0.1
+done
+grep -q '"live":true' /tmp/v-live.json || fail "status $dev is not live: $(cat /tmp/v-live.json)"
+blkcache fill "$dev" > /tmp/v-second.out 2>&1 && fail "a second fill while one runs was accepted"
+grep -q "already running" /tmp/v-second.out || fail "second fill: $(cat /tmp/v-second.out)"
+blkcache status "$dev" > /tmp/v-live.txt || fail "status $dev failed"
+grep -q "fill running, started by blkcache fill" /tmp/v-live.txt || fail "status shows no running fill: $(cat /tmp/v-live.txt)"
+note "$(grep -A1 'fill running' /tmp/v-live.txt | tail -n1)"
+# Saved first: the live map is never behind it.
+saved_rescued=$(map_bytes "$(cache_map "$cache")" +)
+set -- $(status_json "$dev" rescued)
+live_rescued=$1
+[ -n "$live_rescued" ] || fail "no rescued bytes in $(cat /tmp/status.json)"
+[ "$live_rescued" -ge "$saved_rescued" ] || fail "live rescued $live_rescued < saved $saved_rescued"
+note "live: $live_rescued bytes rescued, saved map: $saved_rescued"
+
+expect_files_match "$dev" /mnt/v
+wait $fill_pid || fail "blkcache fill $dev failed: $(cat /tmp/v-fill.err /tmp/v-fill.json | tr '\n' ' ')"
+grep -q '"outcome":"finished"' /tmp/v-fill.json || fail "fill did not finish: $(cat /tmp/v-fill.json)"
+grep -q '"non_tried":0,' /tmp/v-fill.json || fail "fill left non-tried bytes: $(cat /tmp/v-fill.json)"
+note "$(cat /tmp/v-fill.json)"
+
+# The fill saved the map as it ended: the live figure and the saved map agree.
+set -- $(status_json "$dev" rescued)
+live_rescued=$1
+map="$(cache_map "$cache")" || exit 1
+expect_eq "live rescued bytes = saved map's" "$live_rescued" "$(map_bytes "$map" +)"
+expect_eq "rescued bytes after the fill" "$live_rescued" $((size - 4 * ss))
+
+must blkcache del "$dev"
+[ -e "$cache/control.sock" ] && fail "the control socket outlived its daemon"
+blkcache status "$cache" > /tmp/v-saved.txt || fail "status $cache failed"
+grep -q "saved map: no daemon serves this cache" /tmp/v-saved.txt || fail "status without a daemon: $(cat /tmp/v-saved.txt)"
+set -- $(status_json "$map" non_tried)
+expect_eq "non-tried bytes after the fill" "$1" 0
+expect_eq "bad runs after the fill" "$(map_runs_of "$map" - | tr '\n' ';')" "$((bad * ss)) $((4 * ss));"
+img="$(cache_image "$cache")" || exit 1
+expect_cached_match "$map" "$img" "$ISO"
+exit 0
