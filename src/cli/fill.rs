@@ -1,6 +1,8 @@
 //! `blkcache fill SOURCE`: read the whole source into its cache with GNU ddrescue's strategy,
 //! without ublk or a daemon (the work is in `blkcache::rescue`). Also adopts a directory holding
-//! only a ddrescue `image` and `mapfile`.
+//! only a ddrescue `image` and `mapfile`. When a daemon serves the cache (`fill DEVICE`, `fill
+//! CACHE`, or a SOURCE whose cache is served), the daemon fills it through its control socket
+//! and this process follows (`in_daemon`).
 //!
 //! The identity read (first 64 KiB) is made once and handed to the fill, which reuses it. Ctrl-C
 //! (or SIGTERM) saves the map at once, stops after the read in progress and saves again; a
@@ -44,6 +46,11 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// continue ddrescue: --cache DIR adopts a directory holding only a ddrescue image and mapfile.
 /// Ends when nothing is left to try (exit 0, even with bad sectors); a limit (--max-read-errors,
 /// --max-bad-areas, --timeout) ends it with exit status 1, Ctrl-C with 130, the map saved.
+///
+/// Given a blkcache device (/dev/ublkbN, /dev/nbdN) or a cache directory that a daemon serves,
+/// the daemon fills it while it goes on serving, and this command follows; Ctrl-C then stops
+/// that fill (the map saved, the device still served), --detach leaves it running, --stop
+/// stops it.
 #[derive(Debug, clap::Args)]
 pub struct FillArgs {
     /// The source: an optical drive, a disk or a file; or a blkcache device or cache directory
