@@ -376,8 +376,8 @@ fn in_daemon(
     }
     if args.detach {
         eprintln!(
-            "blkcache: the daemon fills {}; `blkcache status {named} --watch` follows it, \
-             `blkcache fill {named} --stop` stops it",
+            "blkcache: the daemon fills {}\n  follow it: blkcache status {named} --watch\n  \
+             stop it:   blkcache fill {named} --stop",
             cache.display()
         );
         return Ok(ExitCode::SUCCESS);

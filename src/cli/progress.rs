@@ -124,7 +124,7 @@ pub struct BytesProgress {
 impl BytesProgress {
     pub fn new(what: &'static str, total: u64) -> BytesProgress {
         let shown = Shown::new(
-            "{msg} {bar:30} {percent:>3}% {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            "{msg} {bar:30} {percent:>3}% {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} ETA {eta}",
         );
         if let Shown::Bar(bar) = &shown {
             bar.set_length(total);
