@@ -350,3 +350,55 @@ fn a_cache_path_longer_than_a_socket_address_still_has_a_control_socket() {
     assert_eq!(json(&o)["outcome"], "finished");
     served.stop();
 }
+
+#[test]
+fn a_daemon_of_another_user_is_not_talked_to() {
+    use std::os::unix::process::CommandExt;
+    let mut s = Setup::new();
+    // uid 65534 serves a cache it makes, in a directory of its own.
+    std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = s.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534))
+        .expect("this test runs a daemon as uid 65534: run it as root");
+    s.cache = theirs.join("cache");
+    let socket = theirs.join("nbd.sock");
+    let mut child = Command::new(BLKCACHE)
+        .arg("serve")
+        .arg(&s.src)
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--cache")
+        .arg(&s.cache)
+        .args(["--sector-size", "2048"])
+        .env("BLKCACHE_STATE_DIR", theirs.join("state"))
+        .uid(65534)
+        .gid(65534)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut uri = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut uri)
+        .unwrap();
+    assert!(uri.starts_with("nbd+unix://"), "{uri:?}");
+    assert!(s.socket().exists());
+    let o = blkcache(&[&"status", &s.cache]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("belongs to a process of uid 65534"),
+        "{}",
+        text(&o)
+    );
+    let o = blkcache(&[&"fill", &s.cache]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("uid 65534"),
+        "{}",
+        text(&o)
+    );
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    child.wait().unwrap();
+}
