@@ -31,7 +31,7 @@ use blkcache::rescue::{self, adopt, FillOptions, Live, Source, Summary};
 
 use blkcache::serve::{self, parse_bytes, ServeConfig};
 
-use super::progress::FillProgress;
+use super::progress::{FillProgress, Notes};
 use super::target;
 
 /// How long `fill` waits for a daemon's answer to a request.
@@ -295,8 +295,8 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
     )?);
 
     let stop = Arc::new(AtomicBool::new(false));
-    spawn_signal_thread(signals, engine.clone(), stop.clone())?;
     let mut shown = FillProgress::new();
+    spawn_signal_thread(signals, engine.clone(), stop.clone(), shown.notes())?;
     let result = rescue::fill(&engine, &mut source, &opts, &stop, &mut |p| {
         shown.show(&Live::new(p))
     });
@@ -383,24 +383,29 @@ fn in_daemon(
         return Ok(ExitCode::SUCCESS);
     }
     let stopper = client.stopper()?;
+    let mut shown = FillProgress::new();
+    let notes = shown.notes();
     std::thread::Builder::new()
         .name("blkcache-signals".into())
         .spawn(move || {
             let mut asked = false;
             while let Ok(sig) = signals.wait() {
                 if asked {
-                    eprintln!("blkcache: {sig} again: leaving; the daemon stops the fill and saves the map");
+                    notes.say(&format!(
+                        "blkcache: {sig} again: leaving; the daemon stops the fill and saves the map"
+                    ));
                     std::process::exit(130);
                 }
                 asked = true;
-                eprintln!("blkcache: {sig}: stopping the fill after the read in progress (the device stays served)");
+                notes.say(&format!(
+                    "blkcache: {sig}: stopping after the read in progress; the device stays served"
+                ));
                 if let Err(e) = stopper.stop() {
-                    eprintln!("blkcache: {e}");
+                    notes.say(&format!("blkcache: {e}"));
                 }
             }
         })
         .context("cannot start the signal thread")?;
-    let mut shown = FillProgress::new();
     let summary = loop {
         match client.reply(None) {
             Ok(Reply::Progress(live)) => shown.show(&live),
@@ -478,6 +483,7 @@ fn spawn_signal_thread(
     signals: SigSet,
     engine: Arc<Engine>,
     stop: Arc<AtomicBool>,
+    notes: Notes,
 ) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("blkcache-signals".into())
@@ -487,10 +493,12 @@ fn spawn_signal_thread(
                 tracing::error!(error = %e, "map save on {sig} failed");
             }
             if stop.swap(true, Ordering::SeqCst) {
-                eprintln!("blkcache: {sig} again: map saved, exiting now");
+                notes.say(&format!("blkcache: {sig} again: map saved, exiting now"));
                 std::process::exit(130);
             }
-            eprintln!("blkcache: {sig}: map saved; stopping after the read in progress");
+            notes.say(&format!(
+                "blkcache: {sig}: map saved; stopping after the read in progress"
+            ));
         })
         .context("cannot start the signal thread")?;
     Ok(())

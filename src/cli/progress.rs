@@ -112,6 +112,27 @@ impl FillProgress {
     pub fn finish(&mut self) {
         self.0.finish();
     }
+
+    /// A handle that prints lines above the bar from another thread (the signal thread).
+    pub fn notes(&self) -> Notes {
+        Notes(match &self.0 {
+            Shown::Bar(bar) => Some(bar.clone()),
+            Shown::Lines(_) => None,
+        })
+    }
+}
+
+/// Prints a line on stderr without breaking a bar being drawn.
+#[derive(Clone)]
+pub struct Notes(Option<ProgressBar>);
+
+impl Notes {
+    pub fn say(&self, text: &str) {
+        match &self.0 {
+            Some(bar) if !bar.is_finished() => bar.println(text),
+            _ => line(text),
+        }
+    }
 }
 
 /// Bytes written of a whole (`export`).
