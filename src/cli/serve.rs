@@ -2,7 +2,8 @@
 //! as a read-only NBD export, in the foreground until SIGINT/SIGTERM. Needs no root and no
 //! kernel driver: any NBD client reads it (`nbdcopy`, `nbdinfo`, `nbdfuse`, `qemu-img`).
 //!
-//! Prints the export's NBD URI on stdout once it listens. Must never listen on anything but
+//! Prints the export's NBD URI on stdout once it listens (and its cache's control socket, for
+//! `blkcache fill CACHE` and a live `status CACHE`, is there). Must never listen on anything but
 //! loopback unless an address is given, and says loudly that NBD over TCP is cleartext.
 
 use std::io::Write;

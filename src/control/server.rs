@@ -139,6 +139,14 @@ impl Drop for ControlSocket {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
+        // A followed fill that just ended reports `done` within a progress interval: give its
+        // connection that long (the process may exit next).
+        let deadline = std::time::Instant::now() + 4 * PROGRESS_EVERY;
+        while self.shared.connections.load(Ordering::SeqCst) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -402,3 +402,35 @@ fn a_daemon_of_another_user_is_not_talked_to() {
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn a_fill_whose_client_is_killed_stops_and_the_stop_of_the_daemon_ends_a_followed_fill() {
+    let s = Setup::new();
+    let mut served = s.serve(&["--test-latency", "20"]);
+    let spawn_fill = || {
+        Command::new(BLKCACHE)
+            .args(["fill", "--json"])
+            .arg(&s.cache)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn_fill();
+    std::thread::sleep(Duration::from_millis(1000));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let running = |s: &Setup| {
+        json(&blkcache(&[&"status", &s.cache, &"--json"]))["daemon"]["fill"]["running"] == true
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!running(&s), "the fill runs on without its client");
+    // The daemon stopping (SIGTERM) ends a followed fill: its client gets the summary.
+    let child = spawn_fill();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(running(&s));
+    served.stop();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    assert_eq!(json(&o)["outcome"], "interrupted");
+}
