@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -154,9 +154,10 @@ fn is_no_medium(e: &anyhow::Error) -> bool {
 }
 
 /// `serve_device`, with the cache's control socket (fills asked for by `blkcache fill`, live
-/// `status`) and `add --fill`'s background fill, started once the device is live (from the
-/// thread that reports it: its stop signals are blocked). Fills are stopped after the device,
-/// the map then saved once more, and the socket removed last.
+/// `status`) and `add --fill`'s background fill, both started once the device is live (from the
+/// thread that reports it: its stop signals are blocked; a daemon that never serves leaves no
+/// socket). Fills are stopped after the device, the map then saved once more, and the socket
+/// removed last.
 fn serve_filling<R>(
     cfg: &ServeConfig,
     engine: Arc<blkcache::engine::Engine>,
@@ -166,49 +167,55 @@ fn serve_filling<R>(
 where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
-    let (fills, control) = start_control(&engine, spec.config.cache(), cfg.source.is_some());
-    let control = control.map(Arc::new);
-    let starter = (cfg.fill && cfg.source.is_some()).then(|| fills.clone());
-    let shown = control.clone();
+    let cache = spec.config.cache().to_path_buf();
+    let fills = Arc::new(BackgroundFill::new(engine.clone(), cache.clone()));
+    let control = Arc::new(Mutex::new(None));
+    let can_fill = cfg.source.is_some();
+    let add_fill = cfg.fill && can_fill;
+    let (slot, live_engine, live_fills) = (control.clone(), engine.clone(), fills.clone());
     let served = serve_device(engine.clone(), spec, move |device| {
-        if let Some(c) = shown {
+        if let Some(c) = control_socket(&live_engine, &live_fills, &cache, can_fill) {
             c.set_serving(device);
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(c);
         }
-        if let Some(fills) = starter {
-            if let Err(e) = fills.start(FillOptions::default(), "add --fill".into()) {
+        if add_fill {
+            if let Err(e) = live_fills.start(FillOptions::default(), "add --fill".into()) {
                 tracing::error!(error = %e, "cannot start the fill");
             }
         }
         ready(device);
     });
+    let control = control
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
     stop_control(&engine, &fills, control);
     served
 }
 
-/// The fills of `engine` (serving the cache in `cache`) and its control socket; serving goes
-/// on without the socket if it cannot be made (said in the log).
-pub(super) fn start_control(
+/// The control socket of `engine` serving the cache in `cache`, its fills in `fills`; serving
+/// goes on without the socket if it cannot be made (said in the log).
+pub(super) fn control_socket(
     engine: &Arc<blkcache::engine::Engine>,
+    fills: &Arc<BackgroundFill>,
     cache: &Path,
     can_fill: bool,
-) -> (Arc<BackgroundFill>, Option<ControlSocket>) {
-    let fills = Arc::new(BackgroundFill::new(engine.clone(), cache.to_owned()));
-    let control = ControlSocket::start(engine.clone(), fills.clone(), cache, can_fill)
+) -> Option<ControlSocket> {
+    ControlSocket::start(engine.clone(), fills.clone(), cache, can_fill)
         .inspect_err(|e| {
             tracing::warn!(
                 error = e as &dyn std::error::Error,
                 "no control socket: `blkcache fill` and a live `status` cannot reach this daemon"
             )
         })
-        .ok();
-    (fills, control)
+        .ok()
 }
 
 /// Once serving ended: stops a fill (saving the map after it), then removes the socket.
-pub(super) fn stop_control<C>(
+pub(super) fn stop_control(
     engine: &blkcache::engine::Engine,
     fills: &BackgroundFill,
-    control: Option<C>,
+    control: Option<ControlSocket>,
 ) {
     if fills.close() {
         if let Err(e) = engine.save() {

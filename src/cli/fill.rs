@@ -318,16 +318,14 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(summary.exit_status()))
 }
 
-/// The cache `arg` names when it is a blkcache device or a cache directory (then a daemon
-/// serving it fills it), rather than a source.
+/// The cache `arg` names when it is a blkcache device, a cache directory or a cache's mapfile
+/// (then a daemon serving it fills it), rather than a source.
 fn served_cache(arg: &Path) -> Option<PathBuf> {
     let meta = std::fs::metadata(arg).ok()?;
     if meta.file_type().is_block_device() {
         return target::device_cache(arg, meta.rdev());
     }
-    target::is_cache_dir(arg)
-        .then(|| std::path::absolute(arg).ok())
-        .flatten()
+    target::resolve(arg).ok()?.cache
 }
 
 /// `fill` through the daemon serving `cache`: starts its fill (or, with --stop, stops it) and,

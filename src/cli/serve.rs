@@ -10,8 +10,10 @@ use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use blkcache::nbd::{self, EngineExport, Listener, ServerConfig};
+use blkcache::rescue::background::BackgroundFill;
 use blkcache::serve::{self, ServeConfig};
 
 /// The export's name (the default, empty, name is accepted too).
@@ -113,8 +115,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "serving over NBD"
     );
     // The control socket is there once the URI is printed.
-    let (fills, control) =
-        super::daemon::start_control(&engine, opened.cache.dir(), cfg.source.is_some());
+    let fills = Arc::new(BackgroundFill::new(
+        engine.clone(),
+        opened.cache.dir().to_owned(),
+    ));
+    let control =
+        super::daemon::control_socket(&engine, &fills, opened.cache.dir(), cfg.source.is_some());
     if let Some(c) = &control {
         c.set_serving(&listener.uri());
     }

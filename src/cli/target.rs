@@ -12,7 +12,8 @@ use blkcache::cache::{MAPFILE_FILE, META_FILE};
 /// A resolved argument.
 #[derive(Debug, Clone)]
 pub(super) struct Target {
-    /// The cache directory, when the argument is one, is in one, or is a device serving one.
+    /// The cache directory (one with blkcache's metadata), when the argument is one, is its
+    /// mapfile, or is a device serving one.
     pub cache: Option<PathBuf>,
     /// The saved mapfile.
     pub mapfile: PathBuf,
@@ -20,7 +21,14 @@ pub(super) struct Target {
 
 /// Resolves `arg`; a block device that is no blkcache device is an error.
 pub(super) fn resolve(arg: &Path) -> anyhow::Result<Target> {
-    let meta = std::fs::metadata(arg).with_context(|| format!("cannot find {}", arg.display()))?;
+    let abs = std::path::absolute(arg).with_context(|| format!("bad path {}", arg.display()))?;
+    let Ok(meta) = std::fs::metadata(arg) else {
+        // Loading it says what is wrong.
+        return Ok(Target {
+            cache: None,
+            mapfile: abs,
+        });
+    };
     if meta.file_type().is_block_device() {
         let Some(cache) = device_cache(arg, meta.rdev()) else {
             bail!(
@@ -33,11 +41,11 @@ pub(super) fn resolve(arg: &Path) -> anyhow::Result<Target> {
             cache: Some(cache),
         });
     }
-    let abs = std::path::absolute(arg).with_context(|| format!("bad path {}", arg.display()))?;
     if meta.is_dir() {
+        // A directory holding only a ddrescue mapfile has no daemon.
         return Ok(Target {
             mapfile: abs.join(MAPFILE_FILE),
-            cache: Some(abs),
+            cache: abs.join(META_FILE).exists().then_some(abs),
         });
     }
     let dir = abs.parent().map(Path::to_path_buf);
@@ -59,9 +67,4 @@ pub(super) fn device_cache(arg: &Path, rdev: u64) -> Option<PathBuf> {
                 || dev == arg
         })
         .map(|(_, cache)| cache)
-}
-
-/// Whether `dir` holds a blkcache cache.
-pub(super) fn is_cache_dir(dir: &Path) -> bool {
-    dir.is_dir() && dir.join(META_FILE).exists()
 }

@@ -229,7 +229,7 @@ fn ctrl_c_stops_the_daemons_fill_saves_the_map_and_the_export_stays_served() {
     nbd_read(&served.uri, 0, 4096);
     let v = json(&blkcache(&[&"status", &s.cache, &"--json"]));
     assert_eq!(v["daemon"]["fill"]["running"], false, "{v}");
-    let o = blkcache(&[&"fill", &s.cache, &"--stop"]);
+    let o = blkcache(&[&"fill", &s.cache.join("mapfile"), &"--stop"]);
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("no fill is running"),
         "{}",
