@@ -148,7 +148,54 @@ pub fn format_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     match s {
         0..=99 => format!("{s} s"),
-        100..=5999 => format!("{} min", (s + 30) / 60),
+        100..=3569 => format!("{} min", (s + 30) / 60),
         _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::{FileMap, Phase};
+
+    fn progress(map: &FileMap, current_rate: u64, average_rate: u64) -> Progress {
+        Progress {
+            phase: Phase::NonTried,
+            pass: 1,
+            pos: 0,
+            stats: map.stats(),
+            reads: 3,
+            read_errors: 1,
+            elapsed: Duration::from_secs(2),
+            average_rate,
+            current_rate,
+        }
+    }
+
+    #[test]
+    fn eta_is_what_is_left_to_read_at_the_current_rate_else_the_average() {
+        let mut m = FileMap::new(10_000);
+        m.set(0, 4000, Status::Finished);
+        m.set(4000, 1000, Status::BadSector);
+        m.set(5000, 1000, Status::NonTrimmed);
+        // Left: 4000 non-tried + 1000 non-trimmed; bad sectors are not left to read.
+        let l = Live::new(&progress(&m, 1000, 10));
+        assert_eq!(l.eta, Some(5.0));
+        assert_eq!((l.rescued, l.bad_sector, l.non_tried), (4000, 1000, 4000));
+        assert_eq!(l.phase, "copying");
+        assert_eq!(Live::new(&progress(&m, 0, 500)).eta, Some(10.0));
+        assert_eq!(Live::new(&progress(&m, 0, 0)).eta, None);
+        m.set(5000, 5000, Status::Finished);
+        assert_eq!(Live::new(&progress(&m, 0, 0)).eta, Some(0.0));
+    }
+
+    #[test]
+    fn durations_read_as_seconds_minutes_or_hours() {
+        assert_eq!(format_duration(0.4), "0 s");
+        assert_eq!(format_duration(99.0), "99 s");
+        assert_eq!(format_duration(100.0), "2 min");
+        assert_eq!(format_duration(3569.0), "60 min");
+        assert_eq!(format_duration(5999.0), "1 h 39 min");
+        assert_eq!(format_duration(3.0 * 3600.0 + 5.0 * 60.0), "3 h 05 min");
     }
 }
