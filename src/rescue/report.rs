@@ -148,7 +148,7 @@ pub fn format_duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     match s {
         0..=99 => format!("{s} s"),
-        100..=3569 => format!("{} min", (s + 30) / 60),
+        100..=3599 => format!("{} min", (s + 30) / 60),
         _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
     }
 }
@@ -194,7 +194,8 @@ mod tests {
         assert_eq!(format_duration(0.4), "0 s");
         assert_eq!(format_duration(99.0), "99 s");
         assert_eq!(format_duration(100.0), "2 min");
-        assert_eq!(format_duration(3569.0), "60 min");
+        assert_eq!(format_duration(3599.0), "60 min");
+        assert_eq!(format_duration(3600.0), "1 h 00 min");
         assert_eq!(format_duration(5999.0), "1 h 39 min");
         assert_eq!(format_duration(3.0 * 3600.0 + 5.0 * 60.0), "3 h 05 min");
     }
