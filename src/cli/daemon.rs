@@ -168,7 +168,7 @@ where
     R: FnOnce(&str) + Send + Sync + 'static,
 {
     let cache = spec.config.cache().to_path_buf();
-    let fills = Arc::new(BackgroundFill::new(engine.clone(), cache.clone()));
+    let fills = Arc::new(background_fill(cfg, &engine, &cache));
     let control = Arc::new(Mutex::new(None));
     let can_fill = cfg.source.is_some();
     let add_fill = cfg.fill && can_fill;
@@ -191,6 +191,23 @@ where
         .take();
     stop_control(&engine, &fills, control);
     served
+}
+
+/// The fills of `engine` serving `cfg` from the cache in `cache`; they reopen the source as
+/// `cfg` opened it (`--reopen-on-error`).
+pub(super) fn background_fill(
+    cfg: &ServeConfig,
+    engine: &Arc<blkcache::engine::Engine>,
+    cache: &Path,
+) -> BackgroundFill {
+    let fills = BackgroundFill::new(engine.clone(), cache.to_owned());
+    match cfg.source.clone() {
+        Some(source) => {
+            let cfg = cfg.clone();
+            fills.with_reopen(Arc::new(move || serve::open_media(&cfg, &source)))
+        }
+        None => fills,
+    }
 }
 
 /// The control socket of `engine` serving the cache in `cache`, its fills in `fills`; serving

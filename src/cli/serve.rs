@@ -13,7 +13,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use blkcache::nbd::{self, EngineExport, Listener, ServerConfig};
-use blkcache::rescue::background::BackgroundFill;
 use blkcache::serve::{self, ServeConfig};
 
 /// The export's name (the default, empty, name is accepted too).
@@ -115,9 +114,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "serving over NBD"
     );
     // The control socket is there once the URI is printed.
-    let fills = Arc::new(BackgroundFill::new(
-        engine.clone(),
-        opened.cache.dir().to_owned(),
+    let fills = Arc::new(super::daemon::background_fill(
+        &cfg,
+        &engine,
+        opened.cache.dir(),
     ));
     let control =
         super::daemon::control_socket(&engine, &fills, opened.cache.dir(), cfg.source.is_some());

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{fill, FillOptions, Live, Outcome, Pacer, Source, Summary};
 use crate::engine::Engine;
+use crate::media::{Media, MediaError};
 
 /// How long the device must be idle before the fill reads on.
 pub const QUIET: Duration = Duration::from_millis(50);
@@ -24,13 +25,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Opens the daemon's source again, for `--reopen-on-error` (one [`super::Reopen`] per fill).
+pub type OpenSource = Arc<dyn Fn() -> Result<Arc<dyn Media>, MediaError> + Send + Sync>;
+
 /// The fills of one served engine: at most one runs.
-#[derive(Debug)]
 pub struct BackgroundFill {
     engine: Arc<Engine>,
     cache: PathBuf,
+    reopen: Option<OpenSource>,
     state: Mutex<State>,
     next_id: AtomicU64,
+}
+
+impl std::fmt::Debug for BackgroundFill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundFill")
+            .field("cache", &self.cache)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +95,9 @@ pub enum StartError {
     /// The device is stopping.
     #[error("the device is stopping")]
     Closed,
+    /// `reopen_on_error` without a way to reopen the source.
+    #[error("this daemon cannot reopen its source (--reopen-on-error)")]
+    NoReopen,
     /// No thread.
     #[error("cannot start the fill thread")]
     Thread(#[source] std::io::Error),
@@ -93,9 +109,17 @@ impl BackgroundFill {
         BackgroundFill {
             engine,
             cache,
+            reopen: None,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
         }
+    }
+
+    /// Lets fills asked for with `reopen_on_error` open the source again (without it they
+    /// cannot: the option is then refused).
+    pub fn with_reopen(mut self, open: OpenSource) -> BackgroundFill {
+        self.reopen = Some(open);
+        self
     }
 
     /// Starts a fill of the engine's cache from its media, unless one runs.
@@ -103,6 +127,9 @@ impl BackgroundFill {
         let mut state = lock(&self.state);
         if state.closed {
             return Err(StartError::Closed);
+        }
+        if options.reopen_on_error && self.reopen.is_none() {
+            return Err(StartError::NoReopen);
         }
         if let Some((run, thread)) = state.current.take() {
             if run.summary().is_none() {
@@ -124,9 +151,10 @@ impl BackgroundFill {
             summary: Mutex::new(None),
         });
         let (engine, cache, r) = (self.engine.clone(), self.cache.clone(), run.clone());
+        let reopen = self.reopen.clone();
         let thread = std::thread::Builder::new()
             .name("blkcache-fill".into())
-            .spawn(move || run_fill(&engine, cache, &r))
+            .spawn(move || run_fill(&engine, cache, reopen, &r))
             .map_err(StartError::Thread)?;
         state.current = Some((run.clone(), Some(thread)));
         Ok(run)
@@ -152,9 +180,12 @@ impl BackgroundFill {
     }
 }
 
-fn run_fill(engine: &Arc<Engine>, cache: PathBuf, run: &Run) {
+fn run_fill(engine: &Arc<Engine>, cache: PathBuf, reopen: Option<OpenSource>, run: &Run) {
     let started = Instant::now();
     let mut source = Source::new(engine.media().clone());
+    if let Some(open) = reopen {
+        source = source.with_reopen(Box::new(move || open()));
+    }
     let mut pacer = Pacer::new(QUIET);
     tracing::info!(origin = %run.origin, "fill started");
     let result = fill(engine, &mut source, &run.options, &run.stop, &mut |p| {

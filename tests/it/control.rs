@@ -104,7 +104,8 @@ fn map_of(mapfile: &Path) -> (Vec<(u64, u64, Status)>, String) {
 fn fill_through_the_daemon_ends_with_the_map_and_reads_of_a_standalone_fill() {
     let s = Setup::new();
     let mut served = s.serve(&[]);
-    let o = blkcache(&[&"fill", &s.cache, &"--json"]);
+    // The options travel to the daemon; -O needs it to reopen its source.
+    let o = blkcache(&[&"fill", &s.cache, &"--json", &"-O", &"-c", &"16"]);
     assert!(o.status.success(), "{}", text(&o));
     let daemon = json(&o);
     assert_eq!(daemon["outcome"], "finished", "{daemon}");
@@ -120,6 +121,9 @@ fn fill_through_the_daemon_ends_with_the_map_and_reads_of_a_standalone_fill() {
         &"--sector-size",
         &"2048",
         &"--json",
+        &"-O",
+        &"-c",
+        &"16",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let standalone = json(&o);
