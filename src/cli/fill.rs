@@ -319,13 +319,21 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The cache `arg` names when it is a blkcache device, a cache directory or a cache's mapfile
-/// (then a daemon serving it fills it), rather than a source.
+/// (then a daemon serving it fills it), or a drive a live daemon serves, rather than a source.
 fn served_cache(arg: &Path) -> Option<PathBuf> {
     let meta = std::fs::metadata(arg).ok()?;
-    if meta.file_type().is_block_device() {
-        return target::device_cache(arg, meta.rdev());
+    if !meta.file_type().is_block_device() {
+        return target::resolve(arg).ok()?.cache;
     }
-    target::resolve(arg).ok()?.cache
+    match target::device_cache(arg, meta.rdev())? {
+        (cache, true) => Some(cache),
+        // The drive of a device whose daemon is gone is read here, as any drive.
+        (cache, false) => control::connect(&cache)
+            .ok()
+            .flatten()
+            .is_some()
+            .then_some(cache),
+    }
 }
 
 /// `fill` through the daemon serving `cache`: starts its fill (or, with --stop, stops it) and,

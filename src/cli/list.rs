@@ -5,6 +5,7 @@
 //! Must never list devices of other ublk targets.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -124,15 +125,17 @@ fn nbd_row(d: &KernelDevice) -> Row {
     }
 }
 
-/// Every blkcache device (ublk and nbd) with the cache it serves: what `status DEVICE` and
-/// `fill DEVICE` look up.
-pub(super) fn device_caches() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
-    let ublk = ublk::list()
-        .into_iter()
-        .map(|d| (d.path(), d.config.cache().to_path_buf()));
-    let nbd = kernel::list()
-        .into_iter()
-        .map(|d| (d.path(), d.config.cache().to_path_buf()));
+/// Every blkcache device (ublk and nbd) with its source (`None` offline) and the cache it
+/// serves: what `status DEVICE` and `fill DEVICE` look up.
+pub(super) fn device_caches() -> Vec<(PathBuf, Option<PathBuf>, PathBuf)> {
+    let ublk = ublk::list().into_iter().map(|d| {
+        let source = d.config.source().map(Path::to_path_buf);
+        (d.path(), source, d.config.cache().to_path_buf())
+    });
+    let nbd = kernel::list().into_iter().map(|d| {
+        let source = d.config.source().map(Path::to_path_buf);
+        (d.path(), source, d.config.cache().to_path_buf())
+    });
     ublk.chain(nbd).collect()
 }
 

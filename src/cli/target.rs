@@ -30,9 +30,9 @@ pub(super) fn resolve(arg: &Path) -> anyhow::Result<Target> {
         });
     };
     if meta.file_type().is_block_device() {
-        let Some(cache) = device_cache(arg, meta.rdev()) else {
+        let Some((cache, _)) = device_cache(arg, meta.rdev()) else {
             bail!(
-                "{} is not a blkcache device (`blkcache list` shows them)",
+                "{} is neither a blkcache device nor served by one (`blkcache list` shows them)",
                 arg.display()
             );
         };
@@ -57,14 +57,23 @@ pub(super) fn resolve(arg: &Path) -> anyhow::Result<Target> {
     })
 }
 
-/// Whether `arg` is a blkcache device; its cache if so.
-pub(super) fn device_cache(arg: &Path, rdev: u64) -> Option<PathBuf> {
-    super::list::device_caches()
-        .into_iter()
-        .find(|(dev, _)| {
-            std::fs::metadata(dev)
-                .is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
-                || dev == arg
-        })
-        .map(|(_, cache)| cache)
+/// The cache of the blkcache device `arg` (device number `rdev`), or of the one serving the
+/// drive `arg` (`status /dev/sr0` for the device over /dev/sr0). The flag says which: true for
+/// the blkcache device itself.
+pub(super) fn device_cache(arg: &Path, rdev: u64) -> Option<(PathBuf, bool)> {
+    let same = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device() && m.rdev() == rdev)
+    };
+    let devices = super::list::device_caches();
+    let served = devices
+        .iter()
+        .find(|(dev, _, _)| dev == arg || same(dev))
+        .map(|(_, _, cache)| (cache.clone(), true));
+    let over = || {
+        devices
+            .iter()
+            .find(|(_, src, _)| src.as_deref().is_some_and(same))
+            .map(|(_, _, cache)| (cache.clone(), false))
+    };
+    served.or_else(over)
 }

@@ -3,7 +3,8 @@
 # while the mounted file system is read (the files match); `status DEV` is live meanwhile (the running fill, its
 # map ahead of the saved one or equal); a second fill is refused; the fill ends like a standalone fill (nothing
 # untried, exactly the damaged sectors bad, the image equals the ISO wherever '+'), and the live figure then
-# equals the saved map's.
+# equals the saved map's. Then /dev/sr0 served: `status /dev/sr0` and `fill /dev/sr0` reach the daemon serving
+# the drive, whose cache ends equal to the ISO.
 . /scenarios/lib.sh
 
 src=/tmp/v-src.iso
@@ -71,4 +72,18 @@ expect_eq "non-tried bytes after the fill" "$1" 0
 expect_eq "bad runs after the fill" "$(map_runs_of "$map" - | tr '\n' ';')" "$((bad * ss)) $((4 * ss));"
 img="$(cache_image "$cache")" || exit 1
 expect_cached_match "$map" "$img" "$ISO"
+
+# The drive itself names the device over it: `status /dev/sr0` and `fill /dev/sr0` go to its daemon.
+cache=/tmp/v-sr0
+dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+blkcache status /dev/sr0 --json > /tmp/v-sr0.json || fail "status /dev/sr0 failed"
+grep -q '"live":true' /tmp/v-sr0.json || fail "status /dev/sr0 is not live: $(cat /tmp/v-sr0.json)"
+blkcache fill /dev/sr0 --json > /tmp/v-sr0-fill.json 2> /tmp/v-sr0-fill.err \
+    || fail "fill /dev/sr0: $(cat /tmp/v-sr0-fill.err /tmp/v-sr0-fill.json | tr '\n' ' ')"
+grep -q "\"cache\":\"$cache\"" /tmp/v-sr0-fill.json || fail "fill /dev/sr0 did not fill $cache: $(cat /tmp/v-sr0-fill.json)"
+must blkcache del "$dev"
+map="$(cache_map "$cache")" || exit 1
+expect_eq "rescued bytes of sr0 after the fill" "$(map_bytes "$map" +)" "$size"
+img="$(cache_image "$cache")" || exit 1
+must cmp "$img" "$ISO"
 exit 0
