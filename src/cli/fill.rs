@@ -53,8 +53,8 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// stops it.
 #[derive(Debug, clap::Args)]
 pub struct FillArgs {
-    /// The source: an optical drive, a disk or a file; or a blkcache device or cache directory
-    /// that a daemon serves (the daemon then fills it).
+    /// The source: an optical drive, a disk or a file; or a blkcache device, its cache directory
+    /// or a drive a daemon serves (the daemon then fills it).
     pub source: PathBuf,
     /// Cache directory (default: the media's own, as `add` uses).
     #[arg(long, value_name = "DIR")]

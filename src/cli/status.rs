@@ -18,10 +18,11 @@ use super::target;
 
 /// Show how much of a mapfile is rescued, non-tried, non-trimmed, non-scraped and bad
 ///
-/// Takes a blkcache device (/dev/ublkbN, /dev/nbdN), a cache directory or a mapfile. When a
-/// daemon serves the cache, the figures are live: the map as the daemon holds it now, its
-/// counters, and a running fill's phase, rate and estimated time left (--watch adds the read
-/// rate; --json adds "live" and "daemon"). Otherwise it shows the saved map and says so.
+/// Takes a blkcache device (/dev/ublkbN, /dev/nbdN) or the drive one serves, a cache directory
+/// or a mapfile. When a daemon serves the cache, the figures are live: the map as the daemon
+/// holds it now, its counters, and a running fill's phase, rate and estimated time left
+/// (--watch adds the read rate; --json adds "live" and "daemon"). Otherwise it shows the saved
+/// map and says so.
 ///
 /// Reads any GNU ddrescue mapfile (blkcache's own included) and prints what `ddrescuelog -t`
 /// prints for it, line for line (sizes above 999999 bytes rounded with SI prefixes, percentages
@@ -57,7 +58,7 @@ use super::target;
 #[derive(Debug, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct StatusArgs {
-    /// A blkcache device, a cache directory, or a GNU ddrescue mapfile.
+    /// A blkcache device (or the drive it serves), a cache directory, or a GNU ddrescue mapfile.
     pub mapfile: PathBuf,
     /// Print one JSON object with exact byte and area counts instead of text.
     #[arg(long)]
