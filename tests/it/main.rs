@@ -20,4 +20,5 @@ mod merge;
 mod nbd;
 mod on_bad_sector;
 mod packaging;
+mod read_ahead;
 mod util;
