@@ -183,20 +183,45 @@ impl Inner {
     }
 }
 
+/// A read-ahead that was read and waits for its media-change probe before it lands.
+struct Read {
+    fetch: Fetch,
+    buf: AlignedBuf,
+    /// Bytes read, or the read's error.
+    got: std::io::Result<usize>,
+}
+
+impl Read {
+    /// Whether every byte of the fetch was read.
+    fn complete(&self) -> bool {
+        matches!(self.got, Ok(n) if n >= self.fetch.len)
+    }
+}
+
 /// The read-ahead thread: sleeps until a stream wants bytes and no request's fetch is in flight,
-/// reads one piece, lands it, and so on, until the engine is dropped.
+/// reads one piece, and so on, until the engine is dropped. A piece is landed once the next one
+/// was read (or before the thread sleeps): the media-change probe after a read runs while the
+/// drive reads the next piece, instead of between two reads.
 pub(super) fn run(inner: &Arc<Inner>) {
     let engine = Engine {
         inner: Arc::clone(inner),
         ahead: None,
     };
-    let mut buf = AlignedBuf::new(0);
+    let mut spare = AlignedBuf::new(0);
+    let mut pending: Option<Read> = None;
     loop {
-        let mut fetch = {
+        // A failed read lands at once: it stops the stream before another piece is read past it.
+        if pending.as_ref().is_some_and(|r| !r.complete()) {
+            if let Some(read) = pending.take() {
+                spare = land(&engine, read);
+            }
+            continue;
+        }
+        let next = {
             let mut state = lock(&inner.state);
             loop {
                 if state.ahead.stop {
-                    return;
+                    break None;
                 }
                 if state.ahead.wanted() && (inner.media_changed() || !state.health.now.is_ok()) {
                     state.ahead.active = false;
@@ -204,8 +229,11 @@ pub(super) fn run(inner: &Arc<Inner>) {
                 if state.claims.foreground() == 0 {
                     if let Some(mut fetch) = inner.next_ahead(&mut state) {
                         fetch.owner = Some(Arc::clone(inner));
-                        break fetch;
+                        break Some(fetch);
                     }
+                }
+                if pending.is_some() {
+                    break None; // land it before sleeping
                 }
                 state.ahead.idle = true;
                 state = inner
@@ -215,23 +243,42 @@ pub(super) fn run(inner: &Arc<Inner>) {
                 state.ahead.idle = false;
             }
         };
+        let Some(mut fetch) = next else {
+            match pending.take() {
+                Some(read) => spare = land(&engine, read),
+                None => return, // stopped, nothing in hand
+            }
+            continue;
+        };
+        let mut buf = std::mem::replace(&mut spare, AlignedBuf::new(0));
         if buf.len() < fetch.io_len() {
             buf = AlignedBuf::new(fetch.io_len());
         }
-        let data = &mut buf[..fetch.io_len()];
-        let result = inner.media.read_at(fetch.offset, data);
+        let got = inner
+            .media
+            .read_at(fetch.offset, &mut buf[..fetch.io_len()]);
         engine.read_done(&mut fetch);
-        let (offset, len) = (fetch.offset, fetch.len);
-        let result = result.map(|n| &data[..n]);
-        let ok = matches!(&result, Ok(d) if d.len() >= len);
+        let read = Read { fetch, buf, got };
         AtomicCounters::bump(&inner.counters.ahead_reads, 1);
-        if ok {
-            AtomicCounters::bump(&inner.counters.ahead_bytes, len as u64);
+        if read.complete() {
+            AtomicCounters::bump(&inner.counters.ahead_bytes, read.fetch.len as u64);
         }
-        let landed = engine.complete(fetch, result);
-        if !ok || landed.is_err() {
-            tracing::debug!(offset, len, "read-ahead failed; the stream stops here");
-            lock(&inner.state).ahead.active = false;
+        if let Some(read) = pending.replace(read) {
+            spare = land(&engine, read);
         }
     }
+}
+
+/// Lands a read-ahead (waiting for its probe verdict if it is not in); returns its buffer.
+fn land(engine: &Engine, read: Read) -> AlignedBuf {
+    let inner = &engine.inner;
+    let ok = read.complete();
+    let Read { fetch, buf, got } = read;
+    let (offset, len) = (fetch.offset, fetch.len);
+    let landed = engine.complete(fetch, got.map(|n| &buf[..n]));
+    if !ok || landed.is_err() {
+        tracing::debug!(offset, len, "read-ahead failed; the stream stops here");
+        lock(&inner.state).ahead.active = false;
+    }
+    buf
 }
