@@ -6,10 +6,12 @@
 //! from `step` and `serve_hit`): a request that starts where the stream's furthest request ended,
 //! or up to one request's length before it (the kernel may hand over two halves of one read in
 //! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a row, the read-ahead
-//! thread keeps up to `window` bytes ahead of the reader, in reads of `window / 2` (at most
+//! thread keeps up to `window` bytes ahead of the reader, in reads of `window / PIECES` (at most
 //! [`MAX_FETCH`]); the window starts at four requests (at least 128 KiB) and doubles with each
 //! read, up to `EngineConfig::read_ahead`, like the kernel's own read-ahead. So nothing is read
-//! further than 1.5 x `read_ahead` beyond the reader.
+//! further than 1.25 x `read_ahead` beyond the reader. A window of several pieces keeps the drive
+//! busy: one piece is read while the one before waits for its media-change probe and the reader
+//! consumes the one before that.
 //!
 //! Rules: read-ahead reads only `?` bytes, through claims like every fetch (a request that needs
 //! bytes a read-ahead is fetching waits on its claim; nothing is read twice), and lands them
@@ -38,6 +40,9 @@ use crate::media::AlignedBuf;
 /// right after its previous request twice in a row.
 pub(super) const TRIGGER: u32 = 2;
 
+/// Reads per window.
+const PIECES: u64 = 4;
+
 /// The smallest window.
 const MIN_WINDOW: u64 = 128 << 10;
 
@@ -63,6 +68,8 @@ pub(super) struct Stream {
     pub(super) idle: bool,
     /// The engine is being dropped: the thread ends.
     pub(super) stop: bool,
+    /// A piece claimed for the sleeping thread by whoever woke it (see `Inner::wake_ahead`).
+    handoff: Option<Fetch>,
 }
 
 impl Stream {
@@ -146,7 +153,7 @@ impl Inner {
                 }
             }
             let free_hi = claims.free_around(pos).1;
-            let piece = (a.window / 2).max(sector).min(MAX_FETCH);
+            let piece = (a.window / PIECES).max(sector).min(MAX_FETCH);
             let stop = run.end().min(free_hi);
             let mut hi = pos.saturating_add(piece).min(stop).min(self.size);
             if hi < self.size {
@@ -175,9 +182,17 @@ impl Inner {
         None
     }
 
-    /// Wakes the read-ahead thread if it sleeps and has work it may start now. Under the lock.
-    pub(super) fn wake_ahead(&self, state: &State) {
-        if state.ahead.idle && state.ahead.wanted() && state.claims.foreground() == 0 {
+    /// Wakes the read-ahead thread if it sleeps and has work it may start now, claiming its
+    /// next piece here, under the lock the caller holds: a request landing its miss, or the
+    /// reader's next request, would otherwise often take the lock before the woken thread and
+    /// miss on the very bytes the read-ahead was about to claim.
+    pub(super) fn wake_ahead(&self, state: &mut State) {
+        if state.ahead.idle
+            && state.ahead.handoff.is_none()
+            && state.ahead.wanted()
+            && state.claims.foreground() == 0
+        {
+            state.ahead.handoff = self.next_ahead(state);
             self.ahead_cv.notify_one();
         }
     }
@@ -220,6 +235,11 @@ pub(super) fn run(inner: &Arc<Inner>) {
         let next = {
             let mut state = lock(&inner.state);
             loop {
+                // A piece claimed for this thread is read even when stopping: it holds a claim.
+                if let Some(mut fetch) = state.ahead.handoff.take() {
+                    fetch.owner = Some(Arc::clone(inner));
+                    break Some(fetch);
+                }
                 if state.ahead.stop {
                     break None;
                 }

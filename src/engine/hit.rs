@@ -28,7 +28,7 @@ impl Engine {
         let cached = {
             let mut state = lock(&inner.state);
             if state.ahead.observe(offset, len as u64) {
-                inner.ahead_cv.notify_one();
+                inner.wake_ahead(&mut state);
             }
             let cached = state
                 .mapfile

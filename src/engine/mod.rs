@@ -506,7 +506,7 @@ impl Inner {
             }
             state.claims.remove(lo);
             state.generation += 1;
-            self.wake_ahead(&state);
+            self.wake_ahead(&mut state);
         }
         self.released.notify_all();
         self.wakers.wake_all();
@@ -549,7 +549,7 @@ impl Inner {
             }
             state.claims.remove(lo);
             state.generation += 1;
-            self.wake_ahead(&state);
+            self.wake_ahead(&mut state);
         }
         self.released.notify_all();
         self.wakers.wake_all();

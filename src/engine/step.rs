@@ -74,7 +74,7 @@ impl Engine {
             if !req.observed {
                 req.observed = true;
                 if state.ahead.observe(req.offset, req.len as u64) {
-                    inner.ahead_cv.notify_one();
+                    inner.wake_ahead(&mut state);
                 }
             }
             if state.claims.covers(req.pos) {

@@ -73,8 +73,8 @@ fn a_sequential_reader_is_read_ahead_and_no_sector_is_read_twice() {
         "a sector was read twice"
     );
     assert!(media.attempt_counts().iter().all(|&r| r <= 1));
-    // Bounded: nothing further than 1.5 windows beyond where the reader stopped.
-    let limit = (4 << 20) + AHEAD + AHEAD / 2;
+    // Bounded: nothing further than 1.25 windows beyond where the reader stopped.
+    let limit = (4 << 20) + AHEAD + AHEAD / 4;
     assert_eq!(touched(&media, limit, SIZE as u64), Vec::<u64>::new());
 }
 
