@@ -50,6 +50,10 @@ pub struct ServeConfig {
     /// again. 0 (the default) never touches a known bad sector again.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub bad_retries: u32,
+    /// The most bytes read ahead of a program reading sequentially (e.g. 4M; `off`: none).
+    /// Default 4 MiB; only untried bytes are read ahead, never known-bad areas.
+    #[arg(long, value_name = "off|BYTES", value_parser = parse_read_ahead)]
+    pub read_ahead: Option<u64>,
     /// While serving, read the rest of the disc into the cache with GNU ddrescue's strategy (as
     /// `blkcache fill` does), giving way whenever programs read the device.
     #[arg(long)]
@@ -255,6 +259,9 @@ pub fn start(
         ecfg.read_size = rs as usize;
     }
     ecfg.bad_retries = cfg.bad_retries;
+    if let Some(ra) = cfg.read_ahead {
+        ecfg.read_ahead = ra;
+    }
     ecfg.on_bad_sector = cfg.on_bad_sector;
     let engine = Engine::new(media.clone(), image, mapfile, cache.mapfile_path(), ecfg)?;
     let device = DeviceConfig {
@@ -269,6 +276,15 @@ pub fn start(
         log: cache.log_path(),
     };
     Ok((Arc::new(engine), device))
+}
+
+/// Parses `--read-ahead`: `off` (0) or a byte count with an optional k/M/G suffix.
+pub fn parse_read_ahead(s: &str) -> Result<u64, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        Ok(0)
+    } else {
+        parse_bytes(s)
+    }
 }
 
 /// Parses a byte count with an optional k/M suffix (powers of 1024) that fits in a u32.
@@ -320,6 +336,9 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("8192M").is_err());
+        assert_eq!(parse_read_ahead("off"), Ok(0));
+        assert_eq!(parse_read_ahead("8M"), Ok(8 << 20));
+        assert!(parse_read_ahead("fast").is_err());
     }
 
     #[test]
@@ -343,6 +362,7 @@ mod tests {
             depth: 16,
             read_size: Some(131072),
             bad_retries: 3,
+            read_ahead: Some(0),
             on_bad_sector: OnBadSector::Zero,
             fill: true,
             test_mode: Some("/d.map".into()),

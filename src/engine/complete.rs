@@ -34,13 +34,17 @@ impl Engine {
         AtomicCounters::bump(&counters.media_reads, 1);
         // After the read, before anything lands: a swap between `step`'s check and the read
         // is seen here (the kernel keeps the change flagged until someone asks).
+        // A read-ahead is no request's miss or error.
+        let request = fetch.kind != FetchKind::Ahead;
         if inner.changed_before_landing(&fetch) {
             if data.is_err() {
                 AtomicCounters::bump(&counters.media_errors, 1);
             }
             inner.release(fetch.lo, None);
-            AtomicCounters::bump(&counters.errors, 1);
-            AtomicCounters::bump(&counters.misses, 1);
+            if request {
+                AtomicCounters::bump(&counters.errors, 1);
+                AtomicCounters::bump(&counters.misses, 1);
+            }
             return Err(EngineError::MediaChanged {
                 offset: fetch.offset,
             });
@@ -70,7 +74,7 @@ impl Engine {
             Err(err) if is_medium_error(&err) => {
                 AtomicCounters::bump(&counters.media_errors, 1);
                 let status = match fetch.kind {
-                    FetchKind::Chunk => Status::NonTrimmed,
+                    FetchKind::Chunk | FetchKind::Ahead => Status::NonTrimmed,
                     FetchKind::Sector => Status::BadSector,
                 };
                 tracing::debug!(
@@ -92,8 +96,10 @@ impl Engine {
             }
         };
         inner.release(fetch.lo, None);
-        AtomicCounters::bump(&counters.errors, 1);
-        AtomicCounters::bump(&counters.misses, 1);
+        if request {
+            AtomicCounters::bump(&counters.errors, 1);
+            AtomicCounters::bump(&counters.misses, 1);
+        }
         Err(failure)
     }
 }

@@ -18,6 +18,10 @@ pub struct Counters {
     pub media_bytes: u64,
     /// Media reads that failed.
     pub media_errors: u64,
+    /// Read-ahead media reads (also in `media_reads`), successful or not.
+    pub ahead_reads: u64,
+    /// Bytes read ahead by successful read-ahead reads (also in `media_bytes`).
+    pub ahead_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +32,8 @@ pub(super) struct AtomicCounters {
     pub(super) media_reads: AtomicU64,
     pub(super) media_bytes: AtomicU64,
     pub(super) media_errors: AtomicU64,
+    pub(super) ahead_reads: AtomicU64,
+    pub(super) ahead_bytes: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -43,6 +49,8 @@ impl AtomicCounters {
             media_reads: self.media_reads.load(Relaxed),
             media_bytes: self.media_bytes.load(Relaxed),
             media_errors: self.media_errors.load(Relaxed),
+            ahead_reads: self.ahead_reads.load(Relaxed),
+            ahead_bytes: self.ahead_bytes.load(Relaxed),
         }
     }
 }

@@ -56,7 +56,7 @@ impl Engine {
             if state.claims.covers(pos) || state.claims.free_around(pos).1 < end {
                 return Ok(Exact::Busy);
             }
-            state.claims.insert(pos, end);
+            state.claims.insert(pos, end, false);
             let sector = inner.sector;
             let kind = if run.status == Status::NonTried && len > sector {
                 FetchKind::Chunk

@@ -25,11 +25,18 @@ impl Engine {
         if len == 0 || offset.checked_add(len as u64)? > inner.size {
             return None;
         }
-        let cached = lock(&inner.state)
-            .mapfile
-            .map
-            .runs(offset, len as u64)
-            .all(|run| run.status == Status::Finished);
+        let cached = {
+            let mut state = lock(&inner.state);
+            if state.ahead.observe(offset, len as u64) {
+                inner.wake_ahead(&mut state);
+            }
+            let cached = state
+                .mapfile
+                .map
+                .runs(offset, len as u64)
+                .all(|run| run.status == Status::Finished);
+            cached
+        };
         if !cached {
             return None;
         }

@@ -47,6 +47,7 @@
 //! explicit: the owner calls `maybe_save` periodically and `save` on a clean stop; dropping an
 //! engine does not save.
 
+mod ahead;
 mod claims;
 mod complete;
 mod counters;
@@ -70,6 +71,7 @@ use crate::image::{Image, ImageError};
 use crate::map::{Mapfile, Status};
 use crate::media::{AlignedBuf, Media};
 
+pub use ahead::DEFAULT_READ_AHEAD;
 pub use counters::Counters;
 pub use directed::Exact;
 pub use error::EngineError;
@@ -101,6 +103,9 @@ pub struct EngineConfig {
     /// Bytes left free on the image's disk (default 1 MiB): the image counts as full before
     /// the disk is, so that the map that claims its bytes can still be saved.
     pub keep_free: u64,
+    /// The most bytes read ahead of a sequential reader (`ahead.rs`; default
+    /// [`DEFAULT_READ_AHEAD`]); 0 turns read-ahead off.
+    pub read_ahead: u64,
 }
 
 /// What readers get for bytes of a bad sector (`add --on-bad-sector`).
@@ -134,6 +139,7 @@ impl Default for EngineConfig {
             on_bad_sector: OnBadSector::Eio,
             full_retry: Duration::from_secs(30),
             keep_free: 1 << 20,
+            read_ahead: DEFAULT_READ_AHEAD,
         }
     }
 }
@@ -142,6 +148,21 @@ impl Default for EngineConfig {
 #[derive(Debug)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// The read-ahead thread (stopped and joined on drop), if read-ahead is on.
+    ahead: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(thread) = self.ahead.take() {
+            lock(&self.inner.state).ahead.stop = true;
+            self.inner.ahead_cv.notify_all();
+            // Waits for a read-ahead read on the drive, as the ublk queues wait for theirs.
+            if thread.join().is_err() {
+                tracing::error!("the read-ahead thread panicked");
+            }
+        }
+    }
 }
 
 /// Everything behind the engine; fetches keep an `Arc` to it so a dropped fetch can release its claim.
@@ -155,6 +176,8 @@ pub(crate) struct Inner {
     state: Mutex<State>,
     /// Signalled whenever a claim is released.
     released: Condvar,
+    /// Wakes the read-ahead thread (`ahead.rs`).
+    ahead_cv: Condvar,
     counters: AtomicCounters,
     saver: Mutex<SaveState>,
     /// Latched once the media reported a change: no fetch is issued or landed after that.
@@ -190,6 +213,8 @@ struct State {
     health: Health,
     /// Fetched bytes that could not be cached, served to their requests from memory.
     uncached: Uncached,
+    /// The sequential stream followed by read-ahead.
+    ahead: ahead::Stream,
 }
 
 #[derive(Debug)]
@@ -256,6 +281,7 @@ impl Engine {
             )));
         }
         let now = Instant::now();
+        let read_ahead = cfg.read_ahead;
         let wakers = Arc::new(Wakers::default());
         let watch = Watch::start(&media, &wakers).map_err(|e| {
             EngineError::Config(format!("cannot start the media-change watcher thread: {e}"))
@@ -275,8 +301,10 @@ impl Engine {
                 unsynced: Vec::new(),
                 health: Health::default(),
                 uncached: Uncached::default(),
+                ahead: ahead::Stream::new(read_ahead),
             }),
             released: Condvar::new(),
+            ahead_cv: Condvar::new(),
             counters: AtomicCounters::default(),
             saver: Mutex::new(SaveState {
                 saved_version: 0,
@@ -286,9 +314,18 @@ impl Engine {
             wakers,
             watch,
         };
-        Ok(Engine {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let ahead = if inner.cfg.read_ahead > 0 {
+            let thread_inner = Arc::clone(&inner);
+            let spawned = watch::spawn_quiet("blkcache-ahead", move || ahead::run(&thread_inner))
+                .map_err(|e| {
+                EngineError::Config(format!("cannot start the read-ahead thread: {e}"))
+            })?;
+            Some(spawned)
+        } else {
+            None
+        };
+        Ok(Engine { inner, ahead })
     }
 
     /// Reads `buf.len()` bytes at `offset` through the cache: the whole buffer, or an error.
@@ -469,6 +506,7 @@ impl Inner {
             }
             state.claims.remove(lo);
             state.generation += 1;
+            self.wake_ahead(&mut state);
         }
         self.released.notify_all();
         self.wakers.wake_all();
@@ -511,6 +549,7 @@ impl Inner {
             }
             state.claims.remove(lo);
             state.generation += 1;
+            self.wake_ahead(&mut state);
         }
         self.released.notify_all();
         self.wakers.wake_all();

@@ -24,6 +24,8 @@ pub struct ReadRequest {
     pub(super) retries: u32,
     /// The engine's claim generation when `step` said `Wait`.
     pub(super) wait_generation: u64,
+    /// Whether the read-ahead's stream detection has seen this request.
+    pub(super) observed: bool,
 }
 
 impl ReadRequest {
@@ -62,6 +64,9 @@ pub(super) enum FetchKind {
     Chunk,
     /// One sector (or less): on failure it becomes bad (`-`).
     Sector,
+    /// Read-ahead (no request asked for it): on failure it becomes non-trimmed (`*`), whatever
+    /// its length, and it counts as no request's miss or error.
+    Ahead,
 }
 
 /// One media read for a request. Holds the in-flight claim on `[lo, hi)`: pass it to

@@ -15,7 +15,7 @@ use crate::map::{Run, Status};
 
 /// The most one miss reads from the media beyond its first chunk (a ublk request is at most
 /// `max_sectors_kb`, 512 KiB by default, so this bounds only other callers' large reads).
-const MAX_FETCH: u64 = 4 << 20;
+pub(super) const MAX_FETCH: u64 = 4 << 20;
 
 fn align_down(x: u64, to: u64) -> u64 {
     x - x % to
@@ -33,6 +33,7 @@ impl Engine {
             retry_sector: None,
             retries: 0,
             wait_generation: 0,
+            observed: false,
         }
     }
 
@@ -70,6 +71,12 @@ impl Engine {
         let sector = inner.sector;
         while req.pos < end {
             let mut state = lock(&inner.state);
+            if !req.observed {
+                req.observed = true;
+                if state.ahead.observe(req.offset, req.len as u64) {
+                    inner.wake_ahead(&mut state);
+                }
+            }
             if state.claims.covers(req.pos) {
                 req.wait_generation = state.generation;
                 return Ok(Step::Wait);
@@ -199,7 +206,7 @@ impl Engine {
         let lo = win_lo.max(run.pos).max(free_lo);
         let hi = win_hi.min(run.end()).min(free_hi).min(inner.size);
         debug_assert!(lo <= req.pos && req.pos < hi);
-        state.claims.insert(lo, hi);
+        state.claims.insert(lo, hi, true);
         // A fetch within one sector is already as narrow as it gets: its failure marks `-`.
         let kind = if run.status == Status::NonTried
             && align_down(lo, sector) != align_down(hi - 1, sector)

@@ -74,16 +74,9 @@ impl Watch {
             cv: Condvar::new(),
         });
         let (thread_shared, media, wakers) = (shared.clone(), media.clone(), wakers.clone());
-        // Started with every signal blocked (the mask is inherited): a signal the process means
-        // to handle on its own thread (the daemon's SIGTERM) must never land here and take its
-        // default action.
-        let all = SigSet::all();
-        let old = all.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
-        let spawned = std::thread::Builder::new()
-            .name("blkcache-watch".into())
-            .spawn(move || run(&thread_shared, media.as_ref(), &wakers));
-        old.thread_set_mask()?;
-        spawned?;
+        spawn_quiet("blkcache-watch", move || {
+            run(&thread_shared, media.as_ref(), &wakers);
+        })?;
         Ok(Watch {
             shared: Some(shared),
         })
@@ -141,6 +134,20 @@ impl Drop for Watch {
             shared.cv.notify_all();
         }
     }
+}
+
+/// Starts a thread of the engine with every signal blocked (the mask is inherited): a signal the
+/// process means to handle on its own thread (the daemon's SIGTERM) must never land on it and
+/// take its default action.
+pub(super) fn spawn_quiet(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let all = SigSet::all();
+    let old = all.thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+    old.thread_set_mask()?;
+    spawned
 }
 
 /// The thread: one probe per round, while tickets are waiting.

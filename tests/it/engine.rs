@@ -14,14 +14,15 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-struct Setup {
-    dir: tempfile::TempDir,
-    source: PathBuf,
-    data: Vec<u8>,
+/// A source file of random bytes in a temporary directory, with the paths of its cache.
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) source: PathBuf,
+    pub(crate) data: Vec<u8>,
 }
 
 impl Setup {
-    fn new(size: usize, seed: u64) -> Setup {
+    pub(crate) fn new(size: usize, seed: u64) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("source");
         let mut data = vec![0u8; size];
@@ -30,15 +31,20 @@ impl Setup {
         Setup { dir, source, data }
     }
 
-    fn image_path(&self) -> PathBuf {
+    pub(crate) fn image_path(&self) -> PathBuf {
         self.dir.path().join("image")
     }
 
-    fn map_path(&self) -> PathBuf {
+    pub(crate) fn map_path(&self) -> PathBuf {
         self.dir.path().join("mapfile")
     }
 
-    fn test_media(&self, damage: FileMap, sector_size: u32, latency: Duration) -> Arc<TestMedia> {
+    pub(crate) fn test_media(
+        &self,
+        damage: FileMap,
+        sector_size: u32,
+        latency: Duration,
+    ) -> Arc<TestMedia> {
         let opts = MediaOptions {
             sector_size: Some(sector_size),
             ..MediaOptions::default()
@@ -48,14 +54,14 @@ impl Setup {
     }
 
     /// A fresh engine: new image, new map.
-    fn engine(&self, media: Arc<dyn Media>, cfg: EngineConfig) -> Engine {
+    pub(crate) fn engine(&self, media: Arc<dyn Media>, cfg: EngineConfig) -> Engine {
         let image = Image::create(&self.image_path(), media.size()).unwrap();
         let mapfile = Mapfile::new(media.size(), meta(&media));
         Engine::new(media, image, mapfile, self.map_path(), cfg).unwrap()
     }
 
     /// An engine over the saved image and map.
-    fn reopen(&self, media: Arc<dyn Media>) -> Result<Engine, EngineError> {
+    pub(crate) fn reopen(&self, media: Arc<dyn Media>) -> Result<Engine, EngineError> {
         let image = Image::open(&self.image_path()).unwrap();
         let mapfile = blkcache::map::load(&self.map_path()).unwrap();
         Engine::new(
@@ -68,7 +74,7 @@ impl Setup {
     }
 }
 
-fn meta(media: &Arc<dyn Media>) -> Meta {
+pub(crate) fn meta(media: &Arc<dyn Media>) -> Meta {
     Meta {
         size: Some(media.size()),
         sector_size: Some(media.sector_size()),
@@ -76,7 +82,7 @@ fn meta(media: &Arc<dyn Media>) -> Meta {
     }
 }
 
-fn all_finished(size: u64) -> FileMap {
+pub(crate) fn all_finished(size: u64) -> FileMap {
     let mut map = FileMap::new(size);
     map.set(0, size, Status::Finished);
     map
@@ -666,7 +672,11 @@ fn engine_and_fetch_are_send_and_sync() {
 fn a_miss_reads_the_whole_request_in_one_media_read() {
     let setup = Setup::new(1 << 20, 13);
     let media = setup.test_media(all_finished(1 << 20), 512, Duration::ZERO);
-    let engine = setup.engine(media.clone(), EngineConfig::default());
+    let cfg = EngineConfig {
+        read_ahead: 0,
+        ..EngineConfig::default()
+    };
+    let engine = setup.engine(media.clone(), cfg);
     let mut buf = vec![0u8; 512 * 1024];
     engine.read(0, &mut buf).unwrap();
     assert!(buf == setup.data[..512 * 1024]);

@@ -21,4 +21,5 @@ mod merge;
 mod nbd;
 mod on_bad_sector;
 mod packaging;
+mod read_ahead;
 mod util;

@@ -5,7 +5,7 @@
 
 [ -e /dev/ublk-control ] && fail "this scenario is for kernels without ublk, but /dev/ublk-control exists"
 cache=/tmp/na-cache
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 case "$dev" in /dev/nbd*) ;; *) fail "add gave $dev, not /dev/nbdN" ;; esac
 name="${dev#/dev/}"
 note "device $dev for /dev/sr0"

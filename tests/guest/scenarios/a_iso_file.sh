@@ -9,7 +9,7 @@ cp "$ISO" "$src"
 size=$(stat -c %s "$src")
 
 # First session: nothing read but what the kernel reads when the disk appears (partition scan).
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 note "device $dev for $src"
 name="${dev#/dev/}"
 expect_eq "$name size in bytes" "$(($(cat /sys/block/$name/size) * 512))" "$size"
@@ -26,7 +26,7 @@ note "cached by the partition scan: $base bytes in $(map_areas /tmp/a-map0 +) ar
 rpos=$((2 * 1048576))
 rlen=$((256 * 1024))
 expect_eq "cached bytes of the range before reading it" "$(map_bytes_in /tmp/a-map0 + $rpos $rlen)" 0
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 must dd if="$dev" of=/tmp/a-range bs=65536 skip=$((rpos / 65536)) count=$((rlen / 65536)) iflag=direct status=none
 dd if="$src" of=/tmp/a-range.ref bs=65536 skip=$((rpos / 65536)) count=$((rlen / 65536)) status=none
 must cmp /tmp/a-range /tmp/a-range.ref

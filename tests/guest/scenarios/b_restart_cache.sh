@@ -11,7 +11,7 @@ rpos=$((1024 * 1024))
 rlen=$((512 * 1024))
 upos=$((4 * 1024 * 1024)) # never read in the first session
 opos=$((5 * 1024 * 1024)) # never read at all before the offline session
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 must dd if="$dev" of=/tmp/b-first bs=65536 skip=$((rpos / 65536)) count=$((rlen / 65536)) iflag=direct status=none
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1

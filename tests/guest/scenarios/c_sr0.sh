@@ -4,7 +4,7 @@
 . /scenarios/lib.sh
 
 cache=/tmp/c-cache
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 name="${dev#/dev/}"
 note "device $dev for /dev/sr0"
 expect_eq "$name logical_block_size" "$(cat /sys/block/$name/queue/logical_block_size)" 2048

@@ -5,7 +5,7 @@
 
 cache=/tmp/e-cache
 # Session 0: what the kernel reads when the disk appears (partition scan), so it can be told apart.
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1
 base="$(map_bytes "$map" +)"
@@ -14,7 +14,7 @@ pos=$((2 * 1048576))
 len=1048576
 expect_eq "cached bytes of the region before" "$(map_bytes_in "$map" + $pos $len)" 0
 dd if="$ISO" of=/tmp/e-ref bs=4096 skip=$((pos / 4096)) count=$((len / 4096)) status=none
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 s0="$(dev_sectors sr0)"
 round() { # readers write /tmp/e-out.N; different block sizes so requests overlap unevenly
     for n in 1 2 3 4; do

@@ -76,7 +76,7 @@ sector_of "$OTHER" $((A / S)) /tmp/h-a2
 cmp /tmp/h-a1 /tmp/h-a2 > /dev/null 2>&1 && fail "test data: test.iso and other.iso have the same sector at $A"
 
 # Session 1: what the kernel's partition scan reads when the device appears.
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1
 img="$(cache_image "$cache")" || exit 1
@@ -87,7 +87,7 @@ note "partition scan cached $base bytes"
 
 # Session 2: cache A, swap the disc, probe uncached sectors until the swap is seen. One-sector fetches
 # (--read-size 2048): without the media-change check the first failed read would mark a sector '-' at once.
-dev="$(blk_add /dev/sr0 --cache "$cache" --read-size $S)" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off --read-size $S)" || exit 1
 expect_original "$dev" $A $ALEN "before the swap"
 swap_to other.iso
 # Probe sectors from 256 KiB up (inside other.iso, where its bytes differ from test.iso's): each read either
@@ -144,7 +144,7 @@ put_back
 # Session 3: a swap while a miss is in flight. The latency (applied after the engine's check, before the read)
 # holds the read of sector $seen until after the swap: the read fails (the drive's unit attention, EIO, which
 # looks like a bad sector) and the check in `complete` must keep it from marking '-'.
-dev="$(blk_add /dev/sr0 --cache "$cache" --read-size $S --test-latency 4000)" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off --read-size $S --test-latency 4000)" || exit 1
 name="${dev#/dev/}"
 (read_dev "$dev" $((seen * S)) $S /tmp/h-inflight; echo $? > /tmp/h-inflight.rc) &
 wait_for 20 sh -c "[ \"\$(awk '{ print \$1 }' /sys/block/$name/inflight)\" -ge 1 ]"
@@ -164,7 +164,7 @@ put_back
 # uncached range does not, and nothing is marked.
 C=$((1048576 + 65536)) CLEN=65536
 expect_eq "'+' bytes of C before session 4" "$(map_bytes_in "$map" + $C $CLEN)" 0
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 expect_original "$dev" $C $CLEN "before the eject"
 host_cmd "eject -f cd0"
 # Probe one sector per 64 KiB chunk from 2 MiB up until a read fails (reads before the eject cache their chunk).
@@ -195,7 +195,7 @@ put_back
 # Session 5: a swap followed by another program opening the drive (as udev does on a media-change event). The open
 # makes the kernel accept the new disc: reads on blkcache's old descriptor then succeed and return the NEW disc's
 # bytes. Uncached reads through blkcache must still fail.
-dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
+dev="$(blk_add /dev/sr0 --cache "$cache" --read-ahead off)" || exit 1
 swap_to other.iso
 wait_for 30 cmp /dev/sr0 "$OTHER"
 v=$(((262144 + 65536) / S))

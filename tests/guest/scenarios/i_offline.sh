@@ -13,7 +13,7 @@ r2pos=$((3 * 1024 * 1024))
 r2len=$((64 * 1024))
 
 # Online session: cache two ranges.
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 expect_same_range "$dev" "$src" $r1pos $r1len
 expect_same_range "$dev" "$src" $r2pos $r2len
 must blkcache del "$dev"

@@ -33,7 +33,7 @@ hex() { printf '0x%08X' "$1"; }
 set -- $(status_json "$damage" bad_sector)
 expect_eq "blkcache status of the damage map: bad bytes" "$1" $((6 * ss))
 
-dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 1 --sector-size $ss)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-mode "$damage" --test-latency 1 --sector-size $ss)" || exit 1
 expect_eq "logical block size of $dev" "$(cat /sys/block/${dev#/dev/}/queue/logical_block_size)" $ss
 
 # good_ranges: every good sector except the 64 KiB block [1984, 2016) around the untouched sector 2000, as

@@ -11,7 +11,7 @@ cp "$ISO" "$src"
 # fg_start: start a foreground blkcache in the background; sets fg (pid) and dev.
 fg_start() {
     rm -f /tmp/k-out
-    blkcache add "$src" --cache "$cache" --foreground > /tmp/k-out 2> /tmp/k-err &
+    blkcache add "$src" --cache "$cache" --read-ahead off --foreground > /tmp/k-out 2> /tmp/k-err &
     fg=$!
     wait_for 60 grep -q '^/dev/ublkb' /tmp/k-out
     dev="$(cat /tmp/k-out)"

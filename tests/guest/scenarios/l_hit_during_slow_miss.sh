@@ -13,7 +13,7 @@ mpos=$((4 * 1024 * 1024))
 mlen=$((64 * 1024))
 
 # Session 1, no latency: cache the range that will be hit (and what the partition scan reads).
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 expect_same_range "$dev" "$src" $hpos $hlen
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1

@@ -24,7 +24,7 @@ cache="$disk/cache"
 
 # A: the first MiB, read and saved (on stop) while the disk is healthy.
 a_len=1048576
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 must expect_same_range "$dev" "$src" 0 $a_len
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1
@@ -32,7 +32,7 @@ expect_eq "bytes of A in the map saved before the failure" "$(map_bytes_in "$map
 
 # B: 1 MiB more in a new session, cached while the disk still takes writes into the page cache; then the disk
 # fails its writes and the writeback of B's pages (forced by sync) fails.
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 b_pos=$((3 * 1048576))
 b_len=1048576
 must expect_same_range "$dev" "$src" $b_pos $b_len

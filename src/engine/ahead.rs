@@ -1,0 +1,304 @@
+//! Sequential read-ahead: when requests follow each other through the media, the untried bytes
+//! after them are read in the background, so the reader's next requests are hits (or wait on a
+//! read already on the drive) instead of one drive round trip each, plus the media-change probe.
+//!
+//! Detection is a few comparisons under the state lock every request already takes (`observe`,
+//! from `step` and `serve_hit`): a request that starts where the stream's furthest request ended,
+//! or up to one request's length before it (the kernel may hand over two halves of one read in
+//! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a row, the read-ahead
+//! thread keeps up to `window` bytes ahead of the reader, in reads of `window / PIECES` (at most
+//! [`MAX_FETCH`]); the window starts at four requests (at least 128 KiB) and doubles with each
+//! read, up to `EngineConfig::read_ahead`, like the kernel's own read-ahead. So nothing is read
+//! further than 1.25 x `read_ahead` beyond the reader. A window of several pieces keeps the drive
+//! busy: one piece is read while the one before waits for its media-change probe and the reader
+//! consumes the one before that.
+//!
+//! Rules: read-ahead reads only `?` bytes, through claims like every fetch (a request that needs
+//! bytes a read-ahead is fetching waits on its claim; nothing is read twice), and lands them
+//! through `complete` (written, then marked; the media-change probe after the read first). It
+//! stops at the first byte that is neither `?` nor `+` (never into known-bad areas), at the end
+//! of the media, when the reader goes elsewhere, when the cache is not healthy or the media
+//! changed. It starts no read while a request's own fetch is in flight (that miss has the drive
+//! first); a read already on the drive is not interrupted. A failed read-ahead marks its bytes
+//! `*` (never `-`: no program asked for them; a request that does reads them sector by sector).
+//! It never counts as a hit, miss or error of a request (its own counters: `ahead_reads`,
+//! `ahead_bytes`).
+//!
+//! One stream per engine: two programs reading sequentially at once end each other's streams
+//! (no read-ahead then; each still gets its misses read whole).
+
+use std::sync::Arc;
+
+use super::counters::AtomicCounters;
+use super::request::FetchKind;
+use super::step::MAX_FETCH;
+use super::{lock, Engine, Fetch, Inner, State};
+use crate::map::Status;
+use crate::media::AlignedBuf;
+
+/// Requests in a row (after the first) before reading ahead: a random reader almost never lands
+/// right after its previous request twice in a row.
+pub(super) const TRIGGER: u32 = 2;
+
+/// Reads per window.
+const PIECES: u64 = 4;
+
+/// The smallest window.
+const MIN_WINDOW: u64 = 128 << 10;
+
+/// The default `EngineConfig::read_ahead`: the most bytes kept read ahead of a sequential reader.
+pub const DEFAULT_READ_AHEAD: u64 = 4 << 20;
+
+/// The sequential stream being followed, and the read-ahead thread's state. Under the state lock.
+#[derive(Debug, Default)]
+pub(super) struct Stream {
+    /// The largest window (0: read-ahead is off).
+    max: u64,
+    /// Where the stream's next request is expected: the end of the furthest one so far.
+    next: u64,
+    /// Requests in a row that continued the stream.
+    run: u32,
+    /// Reading ahead for this stream (false: no stream, or it met the end, a bad area, an error).
+    active: bool,
+    /// Every byte of `[next, front)` is cached, claimed or skipped: the next read-ahead starts here.
+    front: u64,
+    /// Bytes kept ahead of `next`: grows to `max`.
+    window: u64,
+    /// The thread sleeps: whoever makes it `wanted` wakes it.
+    pub(super) idle: bool,
+    /// The engine is being dropped: the thread ends.
+    pub(super) stop: bool,
+    /// A piece claimed for the sleeping thread by whoever woke it (see `Inner::wake_ahead`).
+    handoff: Option<Fetch>,
+}
+
+impl Stream {
+    pub(super) fn new(max: u64) -> Stream {
+        Stream {
+            max,
+            ..Stream::default()
+        }
+    }
+
+    /// Notes a request of `len` bytes at `offset`; returns whether the sleeping thread now has work
+    /// (the caller then notifies `Inner::ahead_cv`).
+    #[inline]
+    pub(super) fn observe(&mut self, offset: u64, len: u64) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let end = offset.saturating_add(len);
+        if offset <= self.next && self.next <= end.saturating_add(len) {
+            self.run = self.run.saturating_add(1);
+            self.next = self.next.max(end);
+        } else {
+            self.run = 0;
+            self.next = end;
+            self.active = false;
+            return false;
+        }
+        if self.run < TRIGGER {
+            return false;
+        }
+        if !self.active {
+            self.active = true;
+            self.front = self.next;
+            self.window = len
+                .saturating_mul(4)
+                .next_power_of_two()
+                .max(MIN_WINDOW)
+                .min(self.max);
+        }
+        self.front = self.front.max(self.next);
+        self.idle && self.wanted()
+    }
+
+    /// Whether there is something to read ahead.
+    pub(super) fn wanted(&self) -> bool {
+        self.active && self.front < self.next.saturating_add(self.window)
+    }
+}
+
+impl Inner {
+    /// Claims the next read-ahead, or returns `None` with nothing wanted any more (the stream
+    /// met its window, the end of the media or a byte that is not `?`/`+`).
+    fn next_ahead(&self, state: &mut State) -> Option<Fetch> {
+        let State {
+            mapfile,
+            claims,
+            ahead: a,
+            ..
+        } = state;
+        let sector = self.sector;
+        while a.wanted() {
+            let pos = a.front.div_ceil(sector).saturating_mul(sector);
+            if pos >= self.size {
+                a.active = false;
+                return None;
+            }
+            if let Some(end) = claims.end_of(pos) {
+                a.front = end;
+                continue;
+            }
+            let run = mapfile.map.extent_at(pos)?;
+            match run.status {
+                Status::Finished => {
+                    a.front = run.end();
+                    continue;
+                }
+                Status::NonTried => {}
+                _ => {
+                    a.active = false;
+                    return None;
+                }
+            }
+            let free_hi = claims.free_around(pos).1;
+            let piece = (a.window / PIECES).max(sector).min(MAX_FETCH);
+            let stop = run.end().min(free_hi);
+            let mut hi = pos.saturating_add(piece).min(stop).min(self.size);
+            if hi < self.size {
+                hi -= hi % sector;
+            }
+            if hi <= pos {
+                // Less than a sector of `?` here: never read a sector another fetch holds.
+                a.front = stop;
+                continue;
+            }
+            claims.insert(pos, hi, false);
+            a.front = hi;
+            a.window = a.window.saturating_mul(2).min(a.max);
+            let io_end = hi.div_ceil(sector).saturating_mul(sector).min(self.size);
+            return Some(Fetch {
+                offset: pos,
+                len: (io_end - pos) as usize,
+                lo: pos,
+                hi,
+                kind: FetchKind::Ahead,
+                sector_size: sector as u32,
+                owner: None,
+                probe: None,
+            });
+        }
+        None
+    }
+
+    /// Wakes the read-ahead thread if it sleeps and has work it may start now, claiming its
+    /// next piece here, under the lock the caller holds: a request landing its miss, or the
+    /// reader's next request, would otherwise often take the lock before the woken thread and
+    /// miss on the very bytes the read-ahead was about to claim.
+    pub(super) fn wake_ahead(&self, state: &mut State) {
+        if state.ahead.idle
+            && state.ahead.handoff.is_none()
+            && state.ahead.wanted()
+            && state.claims.foreground() == 0
+        {
+            state.ahead.handoff = self.next_ahead(state);
+            self.ahead_cv.notify_one();
+        }
+    }
+}
+
+/// A read-ahead that was read and waits for its media-change probe before it lands.
+struct Read {
+    fetch: Fetch,
+    buf: AlignedBuf,
+    /// Bytes read, or the read's error.
+    got: std::io::Result<usize>,
+}
+
+impl Read {
+    /// Whether every byte of the fetch was read.
+    fn complete(&self) -> bool {
+        matches!(self.got, Ok(n) if n >= self.fetch.len)
+    }
+}
+
+/// The read-ahead thread: sleeps until a stream wants bytes and no request's fetch is in flight,
+/// reads one piece, and so on, until the engine is dropped. A piece is landed once the next one
+/// was read (or before the thread sleeps): the media-change probe after a read runs while the
+/// drive reads the next piece, instead of between two reads.
+pub(super) fn run(inner: &Arc<Inner>) {
+    let engine = Engine {
+        inner: Arc::clone(inner),
+        ahead: None,
+    };
+    let mut spare = AlignedBuf::new(0);
+    let mut pending: Option<Read> = None;
+    loop {
+        // A failed read lands at once: it stops the stream before another piece is read past it.
+        if pending.as_ref().is_some_and(|r| !r.complete()) {
+            if let Some(read) = pending.take() {
+                spare = land(&engine, read);
+            }
+            continue;
+        }
+        let next = {
+            let mut state = lock(&inner.state);
+            loop {
+                // A piece claimed for this thread is read even when stopping: it holds a claim.
+                if let Some(mut fetch) = state.ahead.handoff.take() {
+                    fetch.owner = Some(Arc::clone(inner));
+                    break Some(fetch);
+                }
+                if state.ahead.stop {
+                    break None;
+                }
+                if state.ahead.wanted() && (inner.media_changed() || !state.health.now.is_ok()) {
+                    state.ahead.active = false;
+                }
+                if state.claims.foreground() == 0 {
+                    if let Some(mut fetch) = inner.next_ahead(&mut state) {
+                        fetch.owner = Some(Arc::clone(inner));
+                        break Some(fetch);
+                    }
+                }
+                if pending.is_some() {
+                    break None; // land it before sleeping
+                }
+                state.ahead.idle = true;
+                state = inner
+                    .ahead_cv
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                state.ahead.idle = false;
+            }
+        };
+        let Some(mut fetch) = next else {
+            match pending.take() {
+                Some(read) => spare = land(&engine, read),
+                None => return, // stopped, nothing in hand
+            }
+            continue;
+        };
+        let mut buf = std::mem::replace(&mut spare, AlignedBuf::new(0));
+        if buf.len() < fetch.io_len() {
+            buf = AlignedBuf::new(fetch.io_len());
+        }
+        let got = inner
+            .media
+            .read_at(fetch.offset, &mut buf[..fetch.io_len()]);
+        engine.read_done(&mut fetch);
+        let read = Read { fetch, buf, got };
+        AtomicCounters::bump(&inner.counters.ahead_reads, 1);
+        if read.complete() {
+            AtomicCounters::bump(&inner.counters.ahead_bytes, read.fetch.len as u64);
+        }
+        if let Some(read) = pending.replace(read) {
+            spare = land(&engine, read);
+        }
+    }
+}
+
+/// Lands a read-ahead (waiting for its probe verdict if it is not in); returns its buffer.
+fn land(engine: &Engine, read: Read) -> AlignedBuf {
+    let inner = &engine.inner;
+    let ok = read.complete();
+    let Read { fetch, buf, got } = read;
+    let (offset, len) = (fetch.offset, fetch.len);
+    let landed = engine.complete(fetch, got.map(|n| &buf[..n]));
+    if !ok || landed.is_err() {
+        tracing::debug!(offset, len, "read-ahead failed; the stream stops here");
+        lock(&inner.state).ahead.active = false;
+    }
+    buf
+}
