@@ -27,11 +27,12 @@ pub enum EngineError {
         source: io::Error,
     },
     /// The disc was changed or removed while being served: only cached bytes can be read until
-    /// the device is deleted and added again (the new disc then gets its own cache). Latched:
+    /// blkcache opens the drive again (the new disc then gets its own cache). Latched:
     /// every later miss fails with it, and nothing is marked from the media any more.
     #[error(
         "the media was changed or removed since blkcache opened it: bytes at offset {offset} are not cached \
-         and cannot be read from it (cached bytes still are); run `blkcache del`, then `blkcache add` again"
+         and cannot be read from it (cached bytes still are); the disc now in the drive is served once blkcache \
+         opens the drive again (blkcache@.service does it by itself; otherwise `blkcache del`, then `blkcache add`)"
     )]
     MediaChanged {
         /// Start of the media read that was refused or discarded.

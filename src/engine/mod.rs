@@ -486,8 +486,11 @@ impl Inner {
                 mapfile = %self.mapfile_path.display(),
                 "the disc was changed or removed while blkcache serves it: cached sectors are still \
                  served, every other read now fails (ENOMEDIUM) and the map is no longer updated from \
-                 this drive. Run `blkcache del` on this device, then `blkcache add` again: the disc \
-                 now in the drive gets the cache of its own identity"
+                 this drive. The disc now in the drive is served from the cache of its own identity \
+                 once blkcache opens the drive again: under blkcache@.service (`add \
+                 --end-on-media-change`) this daemon saves its map and ends, and the service starts \
+                 again by itself; otherwise run `blkcache del` on this device (or end `blkcache \
+                 serve`) and `blkcache add` the drive again"
             );
         }
         true

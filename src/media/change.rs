@@ -25,13 +25,21 @@
 //! READY to the drive, so it blocks for a drive round trip). Any of them latches the watch.
 //! Known limit: another program calling `CDROM_MEDIA_CHANGED` between a swap and our next check,
 //! with nothing opening the device, steals the flag; the size and sequence number then stay
-//! stale and the swap goes unseen. Removable disks that are not optical drives (card readers,
-//! USB sticks) rely on the size and sequence number only.
+//! stale and the swap goes unseen.
+//!
+//! Removable disks that are not optical drives (card readers, USB floppy drives; sd with
+//! `/sys/block/sdX/removable` = 1) have no such ioctl, and pulling a card out changes neither the
+//! size nor the sequence number until something opens the device: reads fail with EIO (sd's
+//! `changed` bit, as above) while both still say "same", so a probe that only looked at them
+//! would let an EIO of a pulled card mark sectors bad. So for them the probe first opens the
+//! device again (through `/proc/self/fd`, the very device held): the open runs the kernel's
+//! media check (sd's `check_events`: a TEST UNIT READY), which on a change bumps the sequence
+//! number and revalidates the size, and fails with ENOMEDIUM when no medium is in.
 //!
 //! Never changes the device: every ioctl here only reads.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
@@ -42,6 +50,8 @@ use super::ioctl;
 pub(crate) struct ChangeWatch {
     /// The device answered `CDROM_MEDIA_CHANGED` when armed.
     cdrom: bool,
+    /// A removable disk that is not an optical drive: each probe opens it again first.
+    reopen: bool,
     /// Size when armed.
     size: u64,
     /// Disk sequence number when armed, where the kernel has one.
@@ -53,10 +63,11 @@ pub(crate) struct ChangeWatch {
 }
 
 impl ChangeWatch {
-    /// Arms a watch on a freshly opened block device of `size` bytes: consumes a stale
-    /// `CDROM_MEDIA_CHANGED` flag and records the size and sequence number. Call it before the
-    /// media's identity is read, so that a change after that is a change of the identified disc.
-    pub(crate) fn arm(fd: BorrowedFd<'_>, size: u64) -> ChangeWatch {
+    /// Arms a watch on a freshly opened block device of `size` bytes (`removable`: its disk's
+    /// sysfs `removable` flag): consumes a stale `CDROM_MEDIA_CHANGED` flag and records the size
+    /// and sequence number. Call it before the media's identity is read, so that a change after
+    /// that is a change of the identified disc.
+    pub(crate) fn arm(fd: BorrowedFd<'_>, size: u64, removable: bool) -> ChangeWatch {
         let cdrom = match ioctl::cdrom_media_changed_now(fd) {
             Ok(stale) => {
                 tracing::debug!(stale, "optical drive: media-change flag armed");
@@ -66,6 +77,7 @@ impl ChangeWatch {
         };
         ChangeWatch {
             cdrom,
+            reopen: removable && !cdrom,
             size,
             disk_seq: ioctl::disk_seq(fd).ok(),
             changed: AtomicBool::new(false),
@@ -93,6 +105,11 @@ impl ChangeWatch {
 
     /// The reason to believe the medium changed, if any.
     fn probe(&self, fd: BorrowedFd<'_>) -> Option<String> {
+        if self.reopen {
+            if let Some(why) = media_check_by_open(fd) {
+                return Some(why);
+            }
+        }
         match ioctl::size_bytes(fd) {
             Ok(size) if size != self.size => {
                 return Some(format!(
@@ -125,6 +142,29 @@ impl ChangeWatch {
     }
 }
 
+/// Opens the device held by `fd` again and closes it: the kernel checks the medium on open (see
+/// the module's notes). The reason to believe it changed if the open says so (no medium, device
+/// gone); otherwise the caller reads the size and sequence number the check refreshed.
+fn media_check_by_open(fd: BorrowedFd<'_>) -> Option<String> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    match std::fs::File::open(&path) {
+        Ok(_) => None,
+        Err(e) if e.raw_os_error() == Some(libc::ENOMEDIUM) => {
+            Some("no medium in the device any more".to_owned())
+        }
+        Err(e)
+            if e.raw_os_error()
+                .is_some_and(|n| gone(nix::errno::Errno::from_raw(n))) =>
+        {
+            Some(format!("the device is gone ({e})"))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "opening the device again to check its medium failed; not a change");
+            None
+        }
+    }
+}
+
 /// Errors that say the device itself went away (unplugged), which is a change too.
 fn gone(e: nix::errno::Errno) -> bool {
     matches!(e, nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO)
@@ -135,12 +175,17 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
-    /// On a regular file every ioctl fails with ENOTTY: the watch never fires.
+    /// On a regular file every ioctl fails with ENOTTY and opening it again succeeds: the watch
+    /// never fires.
     #[test]
     fn a_regular_file_never_changes() {
         let file = tempfile::tempfile().unwrap();
-        let watch = ChangeWatch::arm(file.as_fd(), 0);
+        let watch = ChangeWatch::arm(file.as_fd(), 0, true);
         assert!(!watch.cdrom);
+        assert!(
+            watch.reopen,
+            "a removable non-optical device is opened again by each probe"
+        );
         assert_eq!(watch.disk_seq, None);
         assert!(!watch.check(file.as_fd()));
     }

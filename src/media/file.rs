@@ -110,7 +110,8 @@ impl FileMedia {
             (None, None)
         };
         // Armed on the descriptor that will serve, before the caller reads the identity.
-        let watch = block_device.then(|| ChangeWatch::arm(file.as_fd(), size));
+        let watch =
+            block_device.then(|| ChangeWatch::arm(file.as_fd(), size, removable.unwrap_or(false)));
         Ok(FileMedia {
             file,
             path: path.to_owned(),

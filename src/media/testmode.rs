@@ -7,10 +7,14 @@
 //! can be given a latency (spent before the read or its error, on every path: see `plan.rs`), and
 //! every sector's reads are counted, so tests can check that no
 //! sector is read from the media twice. Like every media, it never opens the file writable.
+//!
+//! Test-mode media made [`allow_removal`](TestMedia::allow_removal) can also be pulled out like a
+//! card from a reader ([`TestMedia::remove`]): from then on every read fails with `EIO`, as a
+//! card reader's do, and `media_changed` says so, as the kernel's media check does.
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::{FileMedia, Media, MediaError, MediaOptions, ReadPlan};
@@ -28,6 +32,10 @@ pub struct TestMedia {
     attempts: Vec<AtomicU32>,
     /// Per sector: reads that touched it and succeeded.
     reads: Vec<AtomicU32>,
+    /// Can be pulled out ([`TestMedia::remove`]): the engine then watches it for a change.
+    removable: bool,
+    /// Pulled out: every read fails with EIO and the medium counts as changed.
+    removed: AtomicBool,
 }
 
 impl TestMedia {
@@ -58,6 +66,24 @@ impl TestMedia {
             latency,
             attempts: counters(),
             reads: counters(),
+            removable: false,
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// Makes the media removable ([`remove`](TestMedia::remove)), so that the engine runs its
+    /// media-change watcher over it as over a card reader.
+    pub fn allow_removal(mut self) -> TestMedia {
+        self.removable = true;
+        self
+    }
+
+    /// Pulls the medium out (media made with [`allow_removal`](TestMedia::allow_removal)
+    /// only; otherwise does nothing): every later read fails with `EIO` without touching a
+    /// sector, and `media_changed` is `true` from now on.
+    pub fn remove(&self) {
+        if self.removable {
+            self.removed.store(true, Ordering::Release);
         }
     }
 
@@ -158,6 +184,9 @@ impl Media for TestMedia {
     }
     /// The latency, then the damage map's error or the file's bytes.
     fn plan(&self, offset: u64, len: usize) -> ReadPlan<'_> {
+        if self.removed.load(Ordering::Acquire) {
+            return ReadPlan::fail(io::Error::from_raw_os_error(libc::EIO), self.latency);
+        }
         match self.count_read(offset, len as u64) {
             Some(err) => ReadPlan::fail(err, self.latency),
             None => ReadPlan {
@@ -167,10 +196,10 @@ impl Media for TestMedia {
         }
     }
     fn can_change(&self) -> bool {
-        self.inner.can_change()
+        self.removable || self.inner.can_change()
     }
     fn media_changed(&self) -> bool {
-        self.inner.media_changed()
+        self.removed.load(Ordering::Acquire) || self.inner.media_changed()
     }
     fn describe(&self) -> String {
         format!("test-mode {}", self.inner.describe())
@@ -216,6 +245,29 @@ mod tests {
         m.reset_counts();
         assert_eq!(m.attempt_counts(), vec![0; 8]);
         assert!(m.describe().starts_with("test-mode"));
+    }
+
+    #[test]
+    fn a_removed_medium_fails_every_read_and_counts_as_changed() {
+        let (_dir, m) = media(&[]);
+        m.remove();
+        assert!(
+            !m.can_change() && !m.media_changed(),
+            "not removable: remove does nothing"
+        );
+        let m = m.allow_removal();
+        assert!(m.can_change() && !m.media_changed());
+        let mut buf = AlignedBuf::new(512);
+        assert!(m.read_at(0, &mut buf).is_ok());
+        m.remove();
+        assert!(m.media_changed());
+        let err = m.read_at(512, &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert_eq!(
+            m.attempt_count(1),
+            0,
+            "a read of no medium touches no sector"
+        );
     }
 
     #[test]

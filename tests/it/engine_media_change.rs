@@ -170,3 +170,67 @@ fn a_plain_file_never_counts_as_changed() {
     assert!(!media.media_changed());
     assert!(!engine.media_changed());
 }
+
+/// A card pulled out of its reader while read: the read fails with EIO, which looks like a bad
+/// sector, but the watcher's probe after it says the medium is gone, so nothing is marked; a
+/// real bad sector read before the card was pulled is still marked `-`. Test-mode media with
+/// removal (a real capability of it: reads fail with EIO, `media_changed` says so).
+#[test]
+fn a_card_pulled_out_while_read_marks_nothing() {
+    use blkcache::engine::Step;
+    use blkcache::map::FileMap;
+    use blkcache::media::TestMedia;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("card.img");
+    let data = random_file(&path, 4);
+    let bad = 3 << 20;
+    let mut damage = FileMap::new(SIZE as u64);
+    damage.set(0, SIZE as u64, Status::Finished);
+    damage.set(bad, u64::from(SECTOR), Status::BadSector);
+    let opts = MediaOptions {
+        sector_size: Some(SECTOR),
+        ..MediaOptions::default()
+    };
+    let file = FileMedia::open(&path, opts).unwrap();
+    let media =
+        Arc::new(TestMedia::from_parts(file, damage, std::time::Duration::ZERO).allow_removal());
+    let engine = engine_over(media.clone(), dir.path());
+
+    let mut buf = vec![0u8; 65536];
+    engine.read(0, &mut buf).unwrap();
+    assert_eq!(buf, data[..65536]);
+    let err = engine.read(bad, &mut buf).unwrap_err();
+    assert!(err.is_bad_sector(), "{err}");
+    assert_eq!(engine.status_at(bad), Some(Status::BadSector));
+
+    // The card comes out while a request's media read is under way: the read fails with EIO.
+    let pos = 1 << 20;
+    let mut req = engine.begin(pos, 65536);
+    let Step::Fetch(mut fetch) = engine.step(&mut req, &mut buf).unwrap() else {
+        panic!("an uncached request must fetch");
+    };
+    media.remove();
+    let mut raw = AlignedBuf::new(fetch.io_len());
+    let read = media.read_at(fetch.offset, &mut raw);
+    assert_eq!(read.as_ref().unwrap_err().raw_os_error(), Some(libc::EIO));
+    engine.read_done(&mut fetch);
+    let err = engine.complete(fetch, read.map(|n| &raw[..n])).unwrap_err();
+    assert!(err.is_media_changed(), "{err}");
+    // Later reads of the empty reader fail the same way, and mark nothing either.
+    for off in [pos, 2 << 20, bad + 65536] {
+        let err = engine.read(off, &mut buf).unwrap_err();
+        assert!(err.is_media_changed(), "{err}");
+    }
+
+    // The map: what was read, the one real bad sector around its narrowing, nothing else.
+    for (p, len, status) in runs(&engine) {
+        match status {
+            Status::Finished | Status::NonTried => {}
+            Status::BadSector => assert_eq!((p, len), (bad, u64::from(SECTOR)), "bad run"),
+            other => panic!("run {p}+{len} marked {other:?} after the card was pulled"),
+        }
+    }
+    assert_eq!(engine.status_at(pos), Some(Status::NonTried));
+    assert_eq!(engine.claims_in_flight(), 0);
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (once, then cached) the base root of the systemd guest: Debian 12 minbase with systemd, udev and kmod from
+# Build (once, then cached) the base root of the systemd guest: Debian 12 minbase with systemd, udev, kmod and udisks2 from
 # debootstrap, the 6.12 guest kernel's modules (from fetch-kernel.sh) with depmod run, /init -> systemd, and the
 # boot configured for tests (no gettys, a quiet console). Packed as a newc cpio; run.sh appends a small second
 # cpio (package, scenario, data) per run. Prints the path of the base cpio.
@@ -9,8 +9,9 @@
 set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 
-# Packages beyond minbase: the init system and device manager under test, jq to read `blkcache list --json`.
-PACKAGES=(systemd systemd-sysv udev kmod jq)
+# Packages beyond minbase: the init system and device manager under test, jq to read `blkcache list --json`,
+# and the desktop's disk service (udisks2 on the system bus; without polkitd it lets root do everything).
+PACKAGES=(systemd systemd-sysv udev kmod jq dbus udisks2)
 SUITE=bookworm
 
 kdir="${1:?usage: build-root.sh KERNEL_DIR}"

@@ -11,7 +11,8 @@
 #   --timeout SECS  guest-side limit per scenario (default 180); the host adds 240 s per boot for boot and power-off
 #   -v, --verbose   stream the scenario channel and the whole console
 #   --keep          keep the work directory (printed at the end)
-# The guest has two CD drives: cd0 (sr0) and cd1 (sr1, empty at boot).
+# The guest has two CD drives: cd0 (sr0) and cd1 (sr1, empty at boot), and a card reader: card0 (sda, a removable
+# SCSI disk holding other.iso at boot; `change card0 @DATA@/card.img raw read-only` inserts a partitioned card).
 # A scenario's header may say, in comment lines: "# boot-disc: test.iso|other.iso|none" (the disc in cd0 at
 # boot, default none) and "# install: boot|scenario" (dpkg -i before udev's coldplug, or by the runner once the
 # system is up; default scenario).
@@ -69,6 +70,15 @@ fi
 kdir="$("$GUEST_DIR/fetch-kernel.sh")" || die "could not fetch the guest kernel"
 base="$("$SD_DIR/build-root.sh" "$kdir")" || die "could not build the systemd guest root"
 "$GUEST_DIR/make-data.sh" "$work/data" >&2 || die "could not make the test data"
+# A memory card for the card-reader scenarios: an MBR partition table and one partition (from sector 2048)
+# holding disc A's file system.
+le32() { printf '\\x%02x\\x%02x\\x%02x\\x%02x' $(($1 & 255)) $(($1 >> 8 & 255)) $(($1 >> 16 & 255)) $(($1 >> 24 & 255)); }
+card="$work/data/card.img" iso_sectors=$(($(stat -c %s "$work/data/test.iso") / 512))
+truncate -s $(((2048 + iso_sectors) * 512)) "$card"
+dd if="$work/data/test.iso" of="$card" bs=512 seek=2048 conv=notrunc status=none
+# shellcheck disable=SC2059 # the format is built from hex escapes on purpose
+printf "\\x00\\x00\\x00\\x00\\x83\\x00\\x00\\x00$(le32 2048)$(le32 "$iso_sectors")" | dd of="$card" bs=1 seek=446 conv=notrunc status=none
+printf '\x55\xaa' | dd of="$card" bs=1 seek=510 conv=notrunc status=none
 
 # header SCENARIO KEY DEFAULT: the value of "# KEY: value" in the scenario's header.
 header() {
@@ -88,7 +98,7 @@ overlay() {
     cp "$deb" "$o/blkcache-test/blkcache.deb"
     cp "$SD_DIR/guest/runner" "$SD_DIR/guest/lib.sh" "$o/blkcache-test/"
     for n in "$@"; do cp "$SD_DIR/scenarios/$n.sh" "$o/blkcache-test/"; done
-    cp "$work/data/test.iso" "$work/data/other.iso" "$work/data/manifest.sha256" "$o/data/"
+    cp "$work/data/test.iso" "$work/data/other.iso" "$work/data/card.img" "$work/data/manifest.sha256" "$o/data/"
     cp "$SD_DIR/guest/blkcache-test.service" "$SD_DIR/guest/blkcache-install.service" "$o/etc/systemd/system/"
     ln -s ../blkcache-test.service "$o/etc/systemd/system/multi-user.target.wants/blkcache-test.service"
     if [ "$(header "$first" install scenario)" = boot ]; then
@@ -107,7 +117,8 @@ boot() {
     disc="$(header "$name" boot-disc none)"
     drive="if=none,id=cd0,media=cdrom,readonly=on"
     [ "$disc" = none ] || drive="$drive,format=raw,file=$work/data/$disc"
-    # A second, empty drive (cd1, the guest's sr1) for the two-drive scenario.
+    # A second, empty drive (cd1, the guest's sr1) for the two-drive scenario; a card reader (card0, the guest's
+    # sda: a removable SCSI disk; QEMU needs a medium in it at power-on: other.iso) for the card scenarios.
     limit=$((scen_timeout * $# + 240))
     rm -f "$work/monitor.in" "$work/monitor.out" "$qemu_pid_file"
     mkfifo "$work/monitor.in" "$work/monitor.out"
@@ -123,6 +134,8 @@ boot() {
         -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$append" \
         -device virtio-scsi-pci,id=scsi0 -drive "$drive" -device scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0 \
         -drive if=none,id=cd1,media=cdrom,readonly=on -device scsi-cd,drive=cd1,bus=scsi0.0,scsi-id=1 \
+        -drive "if=none,id=card0,format=raw,readonly=on,file=$work/data/other.iso" \
+        -device scsi-hd,drive=card0,bus=scsi0.0,scsi-id=2,removable=on \
         < /dev/null 2>&1 | sed -u 's/\r//g' | tee "$work/$name.channel.log" | while IFS= read -r line; do
         case "$line" in
             HOSTCMD\ *)

@@ -125,3 +125,38 @@ unit_starts() { journalctl -u "$UNIT" -o cat --no-pager | grep -c "^Started $UNI
 journal_has() {
     journalctl -u "$UNIT" -o cat -p "$1..$1" --no-pager | grep -qF "$2"
 }
+
+# udisks_hint DEV KEY: the value udisks shows for KEY (e.g. HintIgnore) in `udisksctl info -b DEV`.
+udisks_hint() { udisksctl info -b "$1" 2>/dev/null | sed -n "s/^ *$2: *//p" | head -n1; }
+# udisks_says DEV KEY VALUE: udisks shows VALUE for KEY of DEV (udisksd notices udev's changes asynchronously).
+udisks_says() { [ "$(udisks_hint "$1" "$2")" = "$3" ]; }
+
+# The card reader: QEMU's card0, a removable SCSI disk (sda).
+CARD=/dev/sda
+CARD_UNIT=blkcache@sda.service
+CARD_LINK=/dev/blkcache/sda
+CARD_IMG="$DATA/card.img"
+# insert_card IMAGE: the host swaps the card in the reader for /data/IMAGE.
+insert_card() { insert "$1" card0; }
+# pull_card: the host pulls the card out (QEMU `eject -f`: the guest only notices at its next command).
+pull_card() { host_cmd "eject -f card0"; }
+# card_holds FILE: the reader's medium (sda's size) is FILE's size.
+card_holds() { [ "$(($(cat /sys/block/sda/size) * 512))" = "$(stat -c %s "$1")" ]; }
+# enable_card_reader: what the README tells a user to add to serve a card reader through blkcache (by its
+# serial, so only this reader), and udev reading it.
+enable_card_reader() {
+    local serial
+    serial="$(udevadm info -q property -n "$CARD" | sed -n 's/^ID_SERIAL=//p')"
+    [ -n "$serial" ] || fail "$CARD has no ID_SERIAL"
+    printf 'SUBSYSTEM=="block", ENV{ID_SERIAL}=="%s", ENV{BLKCACHE_ENABLE}="1"\n' "$serial" \
+        > /etc/udev/rules.d/61-blkcache-enable.rules
+    udevadm control --reload
+}
+# the_map_has_only DIR STATUSES: every run of DIR's saved map has one of STATUSES (e.g. "+?").
+the_map_has_only() {
+    local bad
+    bad="$(grep -v '^#' "$1/mapfile" | tail -n +2 | awk -v ok="$2" 'index(ok, $3) == 0')"
+    [ -z "$bad" ] || fail "$1/mapfile has runs other than '$2': $(echo $bad)"
+}
+# cache_of_source SOURCE: the cache directory `blkcache list --json` shows for SOURCE (a served drive).
+cache_of_source() { blkcache list --json | jq -r --arg s "$1" '.[] | select(.source == $s) | .cache'; }
