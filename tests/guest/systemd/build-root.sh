@@ -21,20 +21,24 @@ ensure_packages debootstrap cpio kmod
 
 key="$( { printf '%s\n' "${PACKAGES[@]}" "$SUITE"; cat "$0"; } | sha256sum | cut -c1-16)"
 out="$CACHE_DIR/systemd-root/$key.cpio"
-mods="$CACHE_DIR/systemd-root/$key-modules-$(cat "$kdir/version").cpio"
+mods="$CACHE_DIR/systemd-root/$key-modules-$(cat "$kdir/version")-$(sha256sum < "$kdir/.complete" | cut -c1-8).cpio"
 mkdir -p "$CACHE_DIR/systemd-root"
 
-# The kernel's modules, as an installed kernel has them: the release name is the modules' vermagic.
+# The kernel's modules, as an installed kernel has them: the release name is the modules' vermagic. Under usr/lib:
+# the root is merged-/usr, and a lib directory in this cpio would replace the root's lib -> usr/lib link when the
+# kernel unpacks it.
 if [ ! -f "$mods" ]; then
     first="$kdir/modules/$(head -n1 "$kdir/load-order").ko"
     release="$(modinfo -F vermagic "$first" 2>/dev/null | awk '{print $1}')"
     [ -n "$release" ] || die "cannot read the kernel release from $first"
     mroot="$(mktemp -d "$CACHE_DIR/systemd-root/modules.XXXXXX")"
-    mkdir -p "$mroot/lib/modules/$release/kernel/blkcache-test"
-    cp "$kdir"/modules/*.ko "$mroot/lib/modules/$release/kernel/blkcache-test/"
-    cp "$kdir/modules.builtin" "$mroot/lib/modules/$release/"
-    (cd "$mroot/lib/modules/$release" && ls kernel/blkcache-test/*.ko > modules.order && : > modules.builtin.modinfo)
-    depmod -b "$mroot" -a "$release" || { rm -rf "$mroot"; die "depmod of the guest modules failed"; }
+    chmod 755 "$mroot"
+    m="$mroot/usr/lib/modules/$release"
+    mkdir -p "$m/kernel/blkcache-test"
+    cp "$kdir"/modules/*.ko "$m/kernel/blkcache-test/"
+    cp "$kdir/modules.builtin" "$m/"
+    (cd "$m" && ls kernel/blkcache-test/*.ko > modules.order && : > modules.builtin.modinfo)
+    depmod -b "$mroot/usr" -a "$release" || { rm -rf "$mroot"; die "depmod of the guest modules failed"; }
     (cd "$mroot" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) > "$mods.tmp.$$"
     rm -rf "$mroot"
     mv "$mods.tmp.$$" "$mods"
