@@ -8,6 +8,8 @@
 //! - [`serve`]: one serve configuration, and opening media and cache to serve it;
 //! - [`rescue`]: GNU ddrescue's strategy for reading a whole media through the engine (`fill`);
 //! - [`control`]: the control socket of a serving daemon (fills and live status);
+//! - [`service`]: what every daemon serving a kernel block device does (map saves, cache health,
+//!   service manager notifications), whichever the frontend;
 //! - `ublk`: the thin adapter that serves a `/dev/ublkbN` from the engine;
 //! - [`nbd`]: the other adapter, serving the engine to NBD clients and the kernel's `nbd` driver.
 
@@ -21,4 +23,5 @@ pub mod media;
 pub mod nbd;
 pub mod rescue;
 pub mod serve;
+pub mod service;
 pub mod ublk;

@@ -129,7 +129,7 @@ pub(super) fn serve_here(
 /// swapped or ejected, 4 when the drive holds no disc; a failure's reason goes to the unit's
 /// STATUS as well.
 pub(super) fn serve_for_service_manager(cfg: &ServeConfig, json: bool) -> anyhow::Result<ExitCode> {
-    match serve_here(cfg, None, json, true) {
+    match serve_here_or_recover(cfg, json) {
         Ok(ublk::Ended::MediaChanged) => Ok(ExitCode::from(EXIT_MEDIA_CHANGED)),
         Ok(ublk::Ended::Stopped) => Ok(ExitCode::SUCCESS),
         Err(e) if is_no_medium(&e) => {
@@ -140,6 +140,41 @@ pub(super) fn serve_for_service_manager(cfg: &ServeConfig, json: bool) -> anyhow
             ublk::notify::failed(&format!("{e:#}").replace('\n', " "));
             Err(e)
         }
+    }
+}
+
+/// Serves `cfg` under a service manager. A ublk device of the same source whose daemon was killed
+/// (the unit is restarted then: `Restart=on-abnormal`) is re-attached to, so that mounts on it
+/// keep working; if that fails (another disc is in the drive now), the device is removed and the
+/// source served afresh. An nbd device has no recovery: its successor is a new device.
+fn serve_here_or_recover(cfg: &ServeConfig, json: bool) -> anyhow::Result<ublk::Ended> {
+    let abandoned = (!uses_nbd(cfg.frontend))
+        .then(ublk::list)
+        .and_then(|devices| {
+            devices
+                .into_iter()
+                .find(|d| d.needs_recovery() && d.config.source() == cfg.source.as_deref())
+        });
+    let Some(dev) = abandoned else {
+        return serve_here(cfg, None, json, true);
+    };
+    tracing::info!(device = %dev.path().display(), "re-attaching to the device of a killed daemon");
+    match serve_here(&dev.config.serve, Some(dev.id), json, true) {
+        Err(e) if !is_no_medium(&e) => {
+            tracing::warn!(device = %dev.path().display(), error = %format!("{e:#}"), "cannot re-attach; removing the device and serving afresh");
+            ublk::remove(&dev, Duration::ZERO)?;
+            serve_here(cfg, None, json, true)
+        }
+        r => r,
+    }
+}
+
+/// Whether a device for `frontend` (`None`: the default) is the kernel's nbd driver's: chosen,
+/// or without /dev/ublk-control.
+fn uses_nbd(frontend: Option<Frontend>) -> bool {
+    match frontend {
+        Some(f) => f == Frontend::Nbd,
+        None => !Path::new("/dev/ublk-control").exists(),
     }
 }
 
@@ -249,26 +284,26 @@ fn serve_device<R: FnOnce(&str) + Send + Sync + 'static>(
     spec: DeviceSpec,
     ready: R,
 ) -> anyhow::Result<ublk::Ended> {
-    let ublk_present = Path::new("/dev/ublk-control").exists();
-    let use_nbd = spec.recover.is_none()
-        && match spec.config.serve.frontend {
-            Some(f) => f == Frontend::Nbd,
-            None => !ublk_present,
-        };
+    let use_nbd = spec.recover.is_none() && uses_nbd(spec.config.serve.frontend);
     if !use_nbd {
         return Ok(ublk::serve(engine, spec, ready)?);
     }
     let export = nbd::EngineExport::new(engine, "blkcache");
     let workers = nbd::ServerConfig::default().workers;
     let chosen = spec.config.serve.frontend.is_some();
-    match nbd::kernel::serve_kernel(&export, spec.config, workers, ready) {
+    match nbd::kernel::serve_kernel(
+        &export,
+        spec.config,
+        workers,
+        spec.end_on_media_change,
+        ready,
+    ) {
         Err(nbd::NbdError::NoDriver) if !chosen => bail!(
             "the kernel has no ublk driver (/dev/ublk-control; modprobe ublk_drv, Linux 6.0+ with \
              CONFIG_BLK_DEV_UBLK) and no nbd driver (/dev/nbd0; modprobe nbd); `blkcache serve` needs neither"
         ),
-        r => r?,
+        r => Ok(r?),
     }
-    Ok(ublk::Ended::Stopped)
 }
 
 /// The daemon's end of the pipe; taken (closed) by the ready line or the error line.

@@ -5,13 +5,12 @@
 //! `del_dev_async` (ublk) or `NBD_DISCONNECT` (nbd) if the device is still there; never waits
 //! for an unmount.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
 
-use blkcache::nbd::kernel::{self, KernelDevice};
+use blkcache::nbd::kernel;
 use blkcache::ublk::{self, Removal};
 
 /// How long the daemon gets to save and stop before the device is removed without it.
@@ -25,26 +24,12 @@ pub struct DelArgs {
     pub devices: Vec<String>,
 }
 
-/// The nbd device `spec` names: `/dev/nbdN`, `nbdN`, its source or its cache directory.
-fn resolve_nbd<'a>(devices: &'a [KernelDevice], spec: &str) -> Option<&'a KernelDevice> {
-    let name = spec.strip_prefix("/dev/").unwrap_or(spec);
-    if let Some(n) = name.strip_prefix("nbd").and_then(|n| n.parse::<u32>().ok()) {
-        return devices.iter().find(|d| d.index == n);
-    }
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let want = canon(Path::new(spec));
-    devices.iter().find(|d| {
-        d.config.source().map(canon).as_deref() == Some(want.as_path())
-            || canon(d.config.cache()) == want
-    })
-}
-
 pub fn run(args: DelArgs) -> anyhow::Result<ExitCode> {
     let devices = ublk::list();
     let nbds = kernel::list();
     let mut failed = 0;
     for spec in &args.devices {
-        if let Some(dev) = resolve_nbd(&nbds, spec) {
+        if let Some(dev) = kernel::resolve(&nbds, spec) {
             match kernel::remove(dev, STOP_WAIT) {
                 Ok(true) => println!(
                     "removed {} (map saved in {})",

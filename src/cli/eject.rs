@@ -1,5 +1,6 @@
-//! `blkcache eject sr0|/dev/sr0|/dev/ublkbN`: stop serving the drive (the daemon saves the map
-//! and removes the device; readers still holding it get I/O errors), then eject its disc.
+//! `blkcache eject sr0|/dev/sr0|/dev/ublkbN|/dev/nbdN`: stop serving the drive (the daemon saves
+//! the map and removes or disconnects the device; readers still holding it get I/O errors), then
+//! eject its disc.
 //!
 //! Under systemd the daemon is blkcache@srN.service's: it ends as a success on the SIGTERM.
 //! Must never eject while the daemon still holds the drive (the kernel would refuse anyway).
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use blkcache::media;
+use blkcache::nbd::kernel;
 use blkcache::ublk::{self, Removal};
 
 /// How long the daemon gets to save and stop.
@@ -22,7 +24,7 @@ const BUSY_WAIT: Duration = Duration::from_secs(10);
 /// Arguments of `blkcache eject`.
 #[derive(Debug, clap::Args)]
 pub struct EjectArgs {
-    /// The drive (sr0, /dev/sr0) or the blkcache device serving it (/dev/ublkbN).
+    /// The drive (sr0, /dev/sr0) or the blkcache device serving it (/dev/ublkbN, /dev/nbdN).
     #[arg(value_name = "DRIVE|DEVICE")]
     pub target: String,
 }
@@ -30,7 +32,29 @@ pub struct EjectArgs {
 pub fn run(args: EjectArgs) -> anyhow::Result<ExitCode> {
     let spec = bare_drive(&args.target).unwrap_or_else(|| args.target.clone());
     let devices = ublk::list();
+    let nbds = kernel::list();
     let drive: PathBuf = match ublk::resolve(&devices, &spec) {
+        None if spec.starts_with("/dev/ublkb") => {
+            bail!("no blkcache device {spec} (see blkcache list)")
+        }
+        None => match kernel::resolve(&nbds, &spec) {
+            Some(dev) => {
+                let Some(source) = dev.config.source().map(Path::to_path_buf) else {
+                    bail!(
+                        "{} serves the cache {} offline: there is no drive to eject",
+                        dev.path().display(),
+                        dev.config.cache().display()
+                    );
+                };
+                let stopped = kernel::remove(dev, STOP_WAIT)?;
+                stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
+                source
+            }
+            None if spec.starts_with("/dev/nbd") => {
+                bail!("no blkcache device {spec} (see blkcache list)")
+            }
+            None => PathBuf::from(&spec),
+        },
         Some(dev) => {
             let Some(source) = dev.config.source().map(Path::to_path_buf) else {
                 bail!(
@@ -39,34 +63,37 @@ pub fn run(args: EjectArgs) -> anyhow::Result<ExitCode> {
                     dev.config.cache().display()
                 );
             };
-            match ublk::remove(dev, STOP_WAIT)? {
-                Removal::DaemonStopped => println!(
-                    "stopped serving {} as {} (map saved in {})",
-                    source.display(),
-                    dev.path().display(),
-                    dev.config.cache().display()
-                ),
-                Removal::Removed => println!(
-                    "removed {} (its daemon was not running or did not stop; the map in {} is as last saved)",
-                    dev.path().display(),
-                    dev.config.cache().display()
-                ),
-            }
+            let stopped = ublk::remove(dev, STOP_WAIT)? == Removal::DaemonStopped;
+            stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
             source
         }
-        None if spec.starts_with("/dev/ublkb") => {
-            bail!("no blkcache device {spec} (see blkcache list)")
-        }
-        None => PathBuf::from(&spec),
     };
     eject_when_free(&drive)?;
     println!("ejected {}", drive.display());
     Ok(ExitCode::SUCCESS)
 }
 
+/// What stopping `device`, which served `source`, did; `stopped`: its daemon saved the map.
+fn stopped_serving(source: &Path, device: &Path, cache: &Path, stopped: bool) {
+    if stopped {
+        println!(
+            "stopped serving {} as {} (map saved in {})",
+            source.display(),
+            device.display(),
+            cache.display()
+        );
+    } else {
+        println!(
+            "removed {} (its daemon was not running or did not stop; the map in {} is as last saved)",
+            device.display(),
+            cache.display()
+        );
+    }
+}
+
 /// `/dev/sr0` for `sr0`, when such a device exists.
 fn bare_drive(name: &str) -> Option<String> {
-    if name.contains('/') || name.starts_with("ublkb") {
+    if name.contains('/') || name.starts_with("ublkb") || name.starts_with("nbd") {
         return None;
     }
     let path = format!("/dev/{name}");

@@ -14,6 +14,7 @@ use blkcache::cache::Cache;
 use blkcache::engine::CacheHealth;
 use blkcache::map::Status;
 use blkcache::nbd::kernel::{self, KernelDevice};
+use blkcache::service::published_health;
 use blkcache::ublk::{self, Device};
 
 /// Arguments of `blkcache list`.
@@ -34,7 +35,7 @@ struct Row {
     cache: String,
     size: u64,
     sector_size: u32,
-    /// Kernel state: live, quiesced, dead, fail_io, unknown.
+    /// Kernel state: live, quiesced, dead, fail_io, unknown (nbd: live, dead, disconnected).
     state: &'static str,
     pid: i32,
     daemon_running: bool,
@@ -75,7 +76,7 @@ fn row(d: &Device) -> Row {
     let (cached, percent) = cached(d.config.cache(), d.config.size);
     let health = d
         .daemon_alive
-        .then(|| ublk::published_health(d.id, d.pid))
+        .then(|| published_health(&ublk::health_path(d.id), d.pid))
         .flatten();
     Row {
         device: d.path().display().to_string(),
@@ -93,16 +94,25 @@ fn row(d: &Device) -> Row {
         cached_bytes: cached,
         percent_cached: percent,
         cache_state: health.as_ref().map(CacheHealth::as_str),
-        cache_error: health.and_then(|h| match h {
-            CacheHealth::Full { error } | CacheHealth::Failed { error } => Some(error),
-            _ => None,
-        }),
+        cache_error: health.and_then(cache_error),
         log: d.config.log.display().to_string(),
+    }
+}
+
+/// Why the cache is full or failed.
+fn cache_error(health: CacheHealth) -> Option<String> {
+    match health {
+        CacheHealth::Full { error } | CacheHealth::Failed { error } => Some(error),
+        _ => None,
     }
 }
 
 fn nbd_row(d: &KernelDevice) -> Row {
     let (cached, percent) = cached(d.config.cache(), d.config.size);
+    let health = d
+        .daemon_alive
+        .then(|| published_health(&kernel::health_path(d.index), d.config.pid))
+        .flatten();
     Row {
         device: d.path().display().to_string(),
         kind: "nbd",
@@ -111,16 +121,20 @@ fn nbd_row(d: &KernelDevice) -> Row {
         cache: d.config.cache().display().to_string(),
         size: d.config.size,
         sector_size: d.config.sector_size,
-        state: if d.connected { "live" } else { "disconnected" },
+        state: match (d.connected, d.daemon_alive) {
+            (true, true) => "live",
+            // Its daemon was killed and something (a mount) holds it: reads fail; `del` it.
+            (true, false) => "dead",
+            (false, _) => "disconnected",
+        },
         pid: d.config.pid,
         daemon_running: d.daemon_alive,
         needs_recovery: false,
         cached_bytes: cached,
         percent_cached: percent,
         on_bad_sector: d.config.serve.on_bad_sector,
-        // The nbd daemon publishes no cache health (yet).
-        cache_state: None,
-        cache_error: None,
+        cache_state: health.as_ref().map(CacheHealth::as_str),
+        cache_error: health.and_then(cache_error),
         log: d.config.log.display().to_string(),
     }
 }

@@ -55,7 +55,7 @@ pub enum Command {
     Daemon(daemon::DaemonArgs),
     /// Stop serving a drive (map saved) and eject its disc: `blkcache eject sr0`.
     Eject(eject::EjectArgs),
-    /// For udev: what a /dev/ublkbN serves, as KEY=value lines (61-blkcache.rules).
+    /// For udev: what a /dev/ublkbN or /dev/nbdN serves, as KEY=value lines (61-blkcache.rules).
     #[command(hide = true)]
     UdevEnv(udev::UdevEnvArgs),
 }

@@ -4,8 +4,12 @@
 //! handshake: the kernel is told the size, block size and flags directly.
 //!
 //! Each attached device has a record, `/run/blkcache/nbdN.json` (what it serves, the daemon's
-//! pid), for `list` and `del`. Stopping sends `NBD_DISCONNECT` (the kernel then sends
-//! `NBD_CMD_DISC`), so it never waits for a mounted filesystem.
+//! pid), for `list`, `del` and `blkcache udev-env`, and the cache health beside it
+//! (`nbdN.health.json`, `crate::service`). Stopping sends `NBD_DISCONNECT` (the kernel then sends
+//! `NBD_CMD_DISC`), so it never waits for a mounted filesystem. The kernel announces a connected
+//! and a disconnected device with a change uevent (`/sys/block/nbdN/pid` exists while connected),
+//! which is when udev names it after its drive; a device left connected by a killed daemon (a
+//! mount holds it) is announced again by the next daemon, so that udev drops its name.
 //!
 //! Must never touch an nbd device another process has set up (`NBD_SET_SOCK` answers EBUSY and
 //! the next one is tried), and never leave a caller waiting when the device does not start.
@@ -16,11 +20,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 
+use crate::service::{notify, Ended, Keeper, Watch};
 use crate::ublk::{daemon_alive, DeviceConfig};
 
 use super::export::{EngineExport, Export};
@@ -62,6 +67,11 @@ pub fn device_path(n: u32) -> PathBuf {
 
 fn record_path(n: u32) -> PathBuf {
     Path::new(RUN_DIR).join(format!("nbd{n}.json"))
+}
+
+/// Where the daemon of nbd `n` publishes its cache health (`crate::service`).
+pub fn health_path(n: u32) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("nbd{n}.health.json"))
 }
 
 /// Whether nbd `n` has a server attached (the driver makes `pid` while it is connected).
@@ -127,16 +137,20 @@ fn claim_device(kernel_end: &UnixStream) -> Result<(u32, File), NbdError> {
 }
 
 /// Serves `export` as `/dev/nbdN` until stopped (SIGINT, SIGTERM, SIGHUP, `blkcache del`) or
-/// disconnected; `ready` gets the device path once it exists. `config` is recorded for `list`
-/// and `del`. Saves the map on the engine's schedule and at the end. Call it before the
-/// process starts other threads (signals are blocked here, and inherited).
+/// disconnected, or with `end_on_media_change` until the disc is swapped or ejected; `ready`
+/// gets the device path once it exists (a service manager gets READY then). `config` is recorded
+/// for `list`, `del` and udev. The keeper thread (`crate::service`) saves the map on the engine's
+/// schedule, publishes the cache health and STATUS; the map is saved again at the end. Call it
+/// before the process starts other threads (signals are blocked here, and inherited).
 pub fn serve_kernel<R: FnOnce(&str) + Send>(
     export: &EngineExport,
     mut config: DeviceConfig,
     workers: usize,
+    end_on_media_change: bool,
     ready: R,
-) -> Result<(), NbdError> {
+) -> Result<Ended, NbdError> {
     ensure_driver()?;
+    announce_abandoned();
     let info = export.info().clone();
     let (ours, kernel_end) = UnixStream::pair()?;
     let (n, dev) = claim_device(&kernel_end)?;
@@ -175,6 +189,21 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
     let record = record_path(n);
     write_record(&record, &config)?;
     let done = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let device = Arc::new(OnceLock::new());
+    let engine = export.engine().clone();
+    let keeper_sock = ours.try_clone()?;
+    let keeper = Keeper::spawn(
+        engine.clone(),
+        health_path(n),
+        Watch {
+            device: device.clone(),
+            end_on_media_change,
+            stopping: stopping.clone(),
+            end_device: Box::new(move || disconnect(fd, keeper_sock)),
+        },
+    )
+    .map_err(|e| NbdError::Setup(format!("cannot start the keeper thread: {e}")))?;
     let live = AtomicBool::new(false);
     let result = std::thread::scope(|s| {
         // The driver's side: NBD_DO_IT returns once the device is disconnected.
@@ -188,6 +217,7 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
         // Stop requests: disconnect, which ends both sides.
         let stopper = ours.try_clone()?;
         let done2 = done.clone();
+        let stopping2 = stopping.clone();
         std::thread::Builder::new()
             .name("blkcache-signals".into())
             .spawn(move || {
@@ -196,33 +226,31 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
                         return;
                     }
                     tracing::info!(signal = %sig, "stopping: disconnecting the nbd device");
-                    let _ = nbd_ioctl(fd, NBD_DISCONNECT, 0);
-                    // If the kernel does not say goodbye in time, cut the socket.
-                    std::thread::sleep(Duration::from_secs(5));
-                    Socket::shutdown(&stopper);
+                    notify::stopping("stopping: saving the map, then disconnecting the device");
+                    // A media change the keeper is ending the device for stays one.
+                    if !stopping2.swap(true, Ordering::SeqCst) {
+                        disconnect(fd, stopper);
+                    }
                 }
             })
             .map_err(|e| NbdError::Setup(format!("cannot start the signal thread: {e}")))?;
-        let saver_engine = export.engine().clone();
-        let saver_done = done.clone();
-        s.spawn(move || {
-            while !saver_done.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(500));
-                saver_engine.maybe_save();
-            }
-        });
         let waiter = {
             let sock = ours.try_clone()?;
             let live = &live;
+            let engine = &engine;
+            let device = &device;
             s.spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while !connected(n) && Instant::now() < deadline && !do_it.is_finished() {
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 if connected(n) {
-                    tracing::info!(device = %device_path(n).display(), "device is live");
+                    let path = device_path(n).display().to_string();
+                    tracing::info!(device = %path, "device is live");
                     live.store(true, Ordering::SeqCst);
-                    ready(&device_path(n).display().to_string());
+                    ready(&path);
+                    notify::ready(engine, &path);
+                    let _ = device.set(path);
                 } else {
                     Socket::shutdown(&sock);
                 }
@@ -249,8 +277,9 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
     });
     // The signal thread may still wait: wake it (it sees `done` and ends).
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGHUP);
+    let media_ended = keeper.stop();
     let _ = std::fs::remove_file(&record);
-    let engine = export.engine();
+    announce(n);
     match engine.save() {
         Ok(()) => tracing::info!("map saved"),
         Err(e) => {
@@ -258,7 +287,44 @@ pub fn serve_kernel<R: FnOnce(&str) + Send>(
         }
     }
     tracing::info!(counters = ?engine.counters(), "served");
-    result
+    result?;
+    Ok(if media_ended {
+        Ended::MediaChanged
+    } else {
+        Ended::Stopped
+    })
+}
+
+/// Asks the driver to disconnect nbd `fd` (it sends `NBD_CMD_DISC`, which ends serving); if it
+/// has not said goodbye within 5 s, cuts `sock`, our end of its socketpair.
+fn disconnect(fd: RawFd, sock: UnixStream) {
+    let _ = nbd_ioctl(fd, NBD_DISCONNECT, 0);
+    let _ = std::thread::Builder::new()
+        .name("blkcache-cut".into())
+        .spawn(move || {
+            std::thread::sleep(Duration::from_secs(5));
+            Socket::shutdown(&sock);
+        });
+}
+
+/// Devices still connected whose daemon was killed (something, a mount, holds them open):
+/// announced to udev, so that the drive's `/dev/blkcache` name is left to the device that serves
+/// it now.
+fn announce_abandoned() {
+    for d in list().iter().filter(|d| !d.daemon_alive) {
+        announce(d.index);
+    }
+}
+
+/// A change uevent for nbd `n`, so that udev runs its rules for it again: the kernel sends one
+/// when the device connects, but on disconnect only once its last opener closes it, and a
+/// device without a live daemon must lose its `/dev/blkcache` name now (`blkcache udev-env`
+/// prints nothing for it).
+fn announce(n: u32) {
+    let uevent = format!("/sys/block/nbd{n}/uevent");
+    if let Err(error) = std::fs::write(&uevent, "change") {
+        tracing::warn!(%error, uevent, "cannot announce the nbd device to udev");
+    }
 }
 
 fn write_record(path: &Path, config: &DeviceConfig) -> Result<(), NbdError> {
@@ -296,40 +362,56 @@ impl KernelDevice {
 /// The blkcache nbd devices with a record; records whose daemon is gone and whose device is
 /// disconnected are stale and removed.
 pub fn list() -> Vec<KernelDevice> {
-    let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir(RUN_DIR) else {
-        return out;
+        return Vec::new();
     };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(index) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("nbd"))
-            .and_then(|n| n.strip_suffix(".json"))
-            .and_then(|n| n.parse().ok())
-        else {
-            continue;
-        };
-        let Some(config) = std::fs::read_to_string(e.path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<DeviceConfig>(&t).ok())
-        else {
-            continue;
-        };
-        let d = KernelDevice {
-            index,
-            daemon_alive: daemon_alive(config.pid),
-            connected: connected(index),
-            config,
-        };
-        if !d.daemon_alive && !d.connected {
-            let _ = std::fs::remove_file(e.path());
-            continue;
-        }
-        out.push(d);
-    }
+    let mut out: Vec<KernelDevice> = dir
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("nbd"))
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|n| n.parse().ok())
+        })
+        .filter_map(device)
+        .collect();
     out.sort_by_key(|d| d.index);
     out
+}
+
+/// nbd `n`, if blkcache serves it or its daemon was killed while it stays connected (a stale
+/// record is removed).
+pub fn device(n: u32) -> Option<KernelDevice> {
+    let config = std::fs::read_to_string(record_path(n))
+        .ok()
+        .and_then(|t| serde_json::from_str::<DeviceConfig>(&t).ok())?;
+    let d = KernelDevice {
+        index: n,
+        daemon_alive: daemon_alive(config.pid),
+        connected: connected(n),
+        config,
+    };
+    if !d.daemon_alive && !d.connected {
+        let _ = std::fs::remove_file(record_path(n));
+        let _ = std::fs::remove_file(health_path(n));
+        return None;
+    }
+    Some(d)
+}
+
+/// The device `spec` names: `/dev/nbdN`, `nbdN`, its source or its cache directory.
+pub fn resolve<'a>(devices: &'a [KernelDevice], spec: &str) -> Option<&'a KernelDevice> {
+    let name = spec.strip_prefix("/dev/").unwrap_or(spec);
+    if let Some(n) = name.strip_prefix("nbd").and_then(|n| n.parse::<u32>().ok()) {
+        return devices.iter().find(|d| d.index == n);
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let want = canon(Path::new(spec));
+    devices.iter().find(|d| {
+        d.config.source().map(canon).as_deref() == Some(want.as_path())
+            || canon(d.config.cache()) == want
+    })
 }
 
 /// Removes `dev`: SIGTERM to its daemon (which disconnects, saves the map and exits); if it is

@@ -60,6 +60,12 @@ pub fn json_path(id: u32) -> PathBuf {
     Path::new(RUN_DIR).join(format!("{id:04}.json"))
 }
 
+/// Where the daemon of device `id` publishes its cache health (`crate::service`), beside
+/// libublk's json.
+pub fn health_path(id: u32) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("{id:04}.blkcache-health.json"))
+}
+
 /// The blkcache configuration in a libublk device json, or `None` when the json is another
 /// target's or has no blkcache data.
 pub fn from_device_json(json: &serde_json::Value) -> Option<DeviceConfig> {

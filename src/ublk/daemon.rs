@@ -3,10 +3,9 @@
 //!
 //! Threads: the caller's (libublk's `run_target`: control commands, then joins the queues), one
 //! per queue (see `queue.rs`), a signal thread (sigwait; saves, then stops the device: it must
-//! first set up its own libublk control ring, or libublk panics), a saver thread
-//! (`Engine::maybe_save` every second; publishes the cache health when it changes; with
-//! `end_on_media_change` it also has the engine's watcher probe whether the disc was swapped or
-//! ejected, and ends the device when it was), and the engine's media-change watcher for block
+//! first set up its own libublk control ring, or libublk panics), the keeper thread
+//! (`crate::service::keeper`: saves, cache health, STATUS, and with `end_on_media_change` ends the
+//! device when the disc was swapped or ejected), and the engine's media-change watcher for block
 //! devices (the only thread that sends the drive anything but reads). Queues: one per CPU up to
 //! [`MAX_DEFAULT_QUEUES`], [`DEFAULT_DEPTH`] deep, unless `add --queues/--depth` say otherwise.
 //!
@@ -15,20 +14,18 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use libublk::ctrl::{UblkCtrl, UblkCtrlBuilder};
 use libublk::io::UblkDev;
 use libublk::{sys, UblkError, UblkFlags};
 use nix::sys::signal::{SigSet, Signal};
 
-use crate::engine::{CacheHealth, Engine};
+use crate::engine::Engine;
+use crate::service::{notify, Ended, Keeper, Watch};
 
-use super::config::{to_target_data, DeviceConfig, TARGET_NAME};
-use super::notify;
+use super::config::{health_path, to_target_data, DeviceConfig, TARGET_NAME};
 use super::queue::run_queue;
 
 /// The ublk control device; missing when the ublk_drv module is not loaded.
@@ -52,12 +49,6 @@ pub fn default_queues() -> u16 {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     u16::try_from(cpus).map_or(MAX_DEFAULT_QUEUES, |n| n.min(MAX_DEFAULT_QUEUES))
 }
-
-/// How often the saver thread offers the engine a (rate-limited) map save.
-const SAVE_TICK: Duration = Duration::from_secs(1);
-
-/// How many save ticks between two STATUS updates to the service manager.
-const STATUS_TICKS: u32 = 5;
 
 /// Errors of serving a device.
 #[derive(Debug, thiserror::Error)]
@@ -146,15 +137,6 @@ pub struct DeviceSpec {
     pub end_on_media_change: bool,
 }
 
-/// Why serving ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    /// A stop was asked for (a signal, `blkcache del`), or the device was removed.
-    Stopped,
-    /// The disc was swapped or ejected (`DeviceSpec::end_on_media_change`).
-    MediaChanged,
-}
-
 /// Refuses geometries the block layer cannot take.
 pub fn check_geometry(size: u64, sector_size: u32) -> Result<(), ServeError> {
     let bad = |why| ServeError::Geometry {
@@ -233,18 +215,21 @@ where
     )?;
     let dev_id = ctrl.dev_info().dev_id;
     let device = Arc::new(OnceLock::new());
-    let media_ended = Arc::new(AtomicBool::new(false));
-    let (saver_stop, saver) = spawn_saver(
+    let kill_ctrl = ctrl.clone();
+    let keeper = Keeper::spawn(
         engine.clone(),
-        dev_id,
+        health_path(dev_id),
         Watch {
-            ctrl: ctrl.clone(),
             device: device.clone(),
             end_on_media_change: spec.end_on_media_change,
             stopping: stopping.clone(),
-            media_ended: media_ended.clone(),
+            end_device: Box::new(move || stop_device(&kill_ctrl)),
         },
-    )?;
+    )
+    .map_err(|source| ServeError::Thread {
+        what: "keeper",
+        source,
+    })?;
 
     let q_engine = engine.clone();
     let ready_engine = engine.clone();
@@ -270,8 +255,7 @@ where
     finished.store(true, Ordering::SeqCst);
     let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
     let _ = sig_thread.join();
-    drop(saver_stop);
-    let _ = saver.join();
+    let media_ended = keeper.stop();
     match engine.save() {
         Ok(()) => tracing::info!("map saved"),
         Err(e) => {
@@ -281,7 +265,6 @@ where
             )
         }
     }
-    super::health::unpublish(dev_id);
     let counters = engine.counters();
     tracing::info!(?counters, "served");
     result.map_err(ublk_err("run"))?;
@@ -291,7 +274,7 @@ where
         Ok(_) => tracing::info!("device removed"),
         Err(e) => tracing::debug!(error = %e, "device removal (it may be gone already)"),
     }
-    Ok(if media_ended.load(Ordering::SeqCst) {
+    Ok(if media_ended {
         Ended::MediaChanged
     } else {
         Ended::Stopped
@@ -412,13 +395,7 @@ fn spawn_signal_thread(
             if let Err(e) = engine.save() {
                 tracing::error!(error = &e as &dyn std::error::Error, "map save on stop failed");
             }
-            if let Err(e) = init_ctrl_ring() {
-                tracing::error!(error = %e, "cannot set up a control ring to stop the device");
-                continue;
-            }
-            if let Err(e) = ctrl.kill_dev() {
-                tracing::warn!(error = %e, "cannot stop the device");
-            }
+            stop_device(&ctrl);
         })
         .map_err(|source| ServeError::Thread {
             what: "signal",
@@ -440,85 +417,14 @@ fn init_ctrl_ring() -> Result<(), UblkError> {
     })
 }
 
-/// What the saver thread watches besides saving.
-struct Watch {
-    ctrl: Arc<UblkCtrl>,
-    /// The block device path, once live.
-    device: Arc<OnceLock<String>>,
-    end_on_media_change: bool,
-    stopping: Arc<AtomicBool>,
-    /// Set when the saver ended the device for a media change.
-    media_ended: Arc<AtomicBool>,
-}
-
-/// Offers the engine a rate-limited save every second and publishes the cache health of device
-/// `id` when it changed, until the sender is dropped; once the device is live, updates the service manager's STATUS and (`end_on_media_change`) ends the
-/// device when the media changed.
-fn spawn_saver(
-    engine: Arc<Engine>,
-    id: u32,
-    watch: Watch,
-) -> Result<(mpsc::Sender<()>, JoinHandle<()>), ServeError> {
-    let (tx, rx) = mpsc::channel::<()>();
-    let mut published = CacheHealth::Ok;
-    super::health::unpublish(id);
-    let handle = std::thread::Builder::new()
-        .name("blkcache-saver".into())
-        .spawn(move || {
-            let mut ticks = 0u32;
-            let mut last_status = String::new();
-            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(SAVE_TICK) {
-                engine.maybe_save();
-                let health = engine.health();
-                if health != published {
-                    super::health::publish(id, &health);
-                    published = health;
-                }
-                let Some(device) = watch.device.get() else {
-                    continue;
-                };
-                if watch.end_on_media_change
-                    && !watch.stopping.load(Ordering::SeqCst)
-                    && engine.probe_media_change()
-                {
-                    end_for_media_change(&engine, &watch);
-                    return;
-                }
-                ticks += 1;
-                if ticks % STATUS_TICKS == 0 && notify::enabled() {
-                    let line = notify::status_line(&engine, device);
-                    if line != last_status {
-                        notify::status(&line);
-                        last_status = line;
-                    }
-                }
-            }
-        })
-        .map_err(|source| ServeError::Thread {
-            what: "saver",
-            source,
-        })?;
-    Ok((tx, handle))
-}
-
-/// The disc was swapped or ejected: save the map, then stop the device (its queues end,
-/// `run_target` returns, readers still holding the device get I/O errors).
-fn end_for_media_change(engine: &Engine, watch: &Watch) {
-    tracing::warn!(
-        media = %engine.media().describe(),
-        "the disc was changed or removed: saving its map and ending, so that the disc now in the drive can be served from its own cache"
-    );
-    notify::stopping("the disc was changed or removed: saving its map and ending");
-    watch.media_ended.store(true, Ordering::SeqCst);
-    watch.stopping.store(true, Ordering::SeqCst);
-    if let Err(e) = engine.save() {
-        tracing::error!(error = %e, "map save after the media change failed");
-    }
+/// Stops the device from a thread of ours (its queues end, `run_target` returns, readers still
+/// holding the device get I/O errors).
+fn stop_device(ctrl: &UblkCtrl) {
     if let Err(e) = init_ctrl_ring() {
         tracing::error!(error = %e, "cannot set up a control ring to stop the device");
         return;
     }
-    if let Err(e) = watch.ctrl.kill_dev() {
+    if let Err(e) = ctrl.kill_dev() {
         tracing::warn!(error = %e, "cannot stop the device");
     }
 }

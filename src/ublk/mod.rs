@@ -9,9 +9,10 @@
 //! - `wake`: a queue's wake-up eventfd, for requests waiting on other requests or on the
 //!   media-change watcher;
 //! - `errno`: the one place errors become `-errno`;
-//! - `notify`: READY/STATUS/STOPPING for a service manager (`Type=notify`);
-//! - `devices`: listing, resolving and removing devices;
-//! - `health`: the cache health a daemon publishes for `list`.
+//! - `devices`: listing, resolving and removing devices.
+//!
+//! The keeper thread, the cache health file and the service manager's notifications are shared
+//! with the nbd frontend (`crate::service`).
 //!
 //! Must never contain read policy: hits, misses, retries and bad sectors are the engine's.
 
@@ -19,21 +20,20 @@ mod config;
 mod daemon;
 mod devices;
 mod errno;
-mod health;
 mod media_read;
-pub mod notify;
 mod queue;
 mod wake;
 
+pub use crate::service::{notify, Ended};
 pub use config::{
-    from_device_json, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR, TARGET_NAME,
+    from_device_json, health_path, json_path, to_target_data, DeviceConfig, IO_BUF_BYTES, RUN_DIR,
+    TARGET_NAME,
 };
 pub use daemon::{
-    check_geometry, default_queues, isolate_mount_namespace, serve, DeviceSpec, Ended, ServeError,
+    check_geometry, default_queues, isolate_mount_namespace, serve, DeviceSpec, ServeError,
     DEFAULT_DEPTH, MAX_DEFAULT_QUEUES,
 };
 pub use devices::{
     daemon_alive, device, list, remove, resolve, Device, DeviceState, Removal, RemoveError,
 };
 pub use errno::{copy_errno, read_errno, refused_op_errno};
-pub use health::{health_path, published_health};

@@ -21,7 +21,7 @@ done
 case "$kernel" in
     6.12)
         pattern='^linux-image-6\.12\.[0-9]+[+]deb12-amd64-unsigned$'
-        WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv loop scsi_debug crc32c_generic ext4)
+        WANTED_MODULES=(scsi_common scsi_mod cdrom sr_mod sd_mod isofs virtio_scsi ublk_drv nbd loop scsi_debug crc32c_generic ext4)
         ;;
     6.1)
         pattern='^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$'

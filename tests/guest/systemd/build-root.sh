@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Build (once, then cached) the base root of the systemd guest: Debian 12 minbase with systemd, udev, kmod and udisks2 from
-# debootstrap, the 6.12 guest kernel's modules (from fetch-kernel.sh) with depmod run, /init -> systemd, and the
-# boot configured for tests (no gettys, a quiet console). Packed as a newc cpio; run.sh appends a small second
-# cpio (package, scenario, data) per run. Prints the path of the base cpio.
+# Build (once, then cached) the base root of the systemd guest: Debian 12 minbase with systemd, udev, kmod and
+# udisks2 from debootstrap, /init -> systemd, and the boot configured for tests (no gettys, a quiet console); and, per kernel, a
+# second cpio with that kernel's modules (from fetch-kernel.sh) under /lib/modules with depmod run. Both newc cpio;
+# run.sh appends a small third one (package, scenario, data) per run. Prints the two paths, one per line.
 # Usage: build-root.sh KERNEL_DIR
-# Cache key: the package list, this script and the kernel, so a change to any of them builds a new root.
+# Cache keys: the root's is the package list and this script, the modules' adds the kernel, so a change to any of
+# them builds a new one (and a second kernel costs no second debootstrap).
 # Must never touch the host's root: everything happens under $BLKCACHE_GUEST_CACHE.
 set -euo pipefail
 . "$(dirname "$0")/../common.sh"
@@ -17,12 +18,36 @@ SUITE=bookworm
 kdir="${1:?usage: build-root.sh KERNEL_DIR}"
 [ -f "$kdir/.complete" ] || die "kernel dir $kdir is incomplete (run fetch-kernel.sh)"
 [ "$(id -u)" -eq 0 ] || die "building the systemd guest root needs root (debootstrap, chroot)"
-ensure_packages debootstrap cpio
+ensure_packages debootstrap cpio kmod
 
-key="$( { printf '%s\n' "${PACKAGES[@]}" "$SUITE"; cat "$0"; cat "$kdir/version"; } | sha256sum | cut -c1-16)"
+key="$( { printf '%s\n' "${PACKAGES[@]}" "$SUITE"; cat "$0"; } | sha256sum | cut -c1-16)"
 out="$CACHE_DIR/systemd-root/$key.cpio"
+mods="$CACHE_DIR/systemd-root/$key-modules-$(cat "$kdir/version")-$(sha256sum < "$kdir/.complete" | cut -c1-8).cpio"
+mkdir -p "$CACHE_DIR/systemd-root"
+
+# The kernel's modules, as an installed kernel has them: the release name is the modules' vermagic. Under usr/lib:
+# the root is merged-/usr, and a lib directory in this cpio would replace the root's lib -> usr/lib link when the
+# kernel unpacks it.
+if [ ! -f "$mods" ]; then
+    first="$kdir/modules/$(head -n1 "$kdir/load-order").ko"
+    release="$(modinfo -F vermagic "$first" 2>/dev/null | awk '{print $1}')"
+    [ -n "$release" ] || die "cannot read the kernel release from $first"
+    mroot="$(mktemp -d "$CACHE_DIR/systemd-root/modules.XXXXXX")"
+    chmod 755 "$mroot"
+    m="$mroot/usr/lib/modules/$release"
+    mkdir -p "$m/kernel/blkcache-test"
+    cp "$kdir"/modules/*.ko "$m/kernel/blkcache-test/"
+    cp "$kdir/modules.builtin" "$m/"
+    (cd "$m" && ls kernel/blkcache-test/*.ko > modules.order && : > modules.builtin.modinfo)
+    depmod -b "$mroot/usr" -a "$release" || { rm -rf "$mroot"; die "depmod of the guest modules failed"; }
+    (cd "$mroot" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet -R 0:0) > "$mods.tmp.$$"
+    rm -rf "$mroot"
+    mv "$mods.tmp.$$" "$mods"
+    log "guest modules $mods (kernel $release)"
+fi
 if [ -f "$out" ]; then
     echo "$out"
+    echo "$mods"
     exit 0
 fi
 
@@ -44,7 +69,6 @@ mirror() {
 url="$(mirror | head -n1)"
 [ -n "$url" ] || die "no $SUITE mirror in the machine's apt sources"
 
-mkdir -p "$CACHE_DIR/systemd-root"
 root="$(mktemp -d "$CACHE_DIR/systemd-root/build.XXXXXX")"
 trap 'rm -rf "$root"' EXIT
 log "debootstrap $SUITE minbase + ${PACKAGES[*]} from $url"
@@ -55,16 +79,6 @@ rm -f "$root.debootstrap.log"
 
 # Only the data the guest needs: no docs, locales, package lists or downloaded packages.
 rm -rf "$root"/usr/share/{doc,man,info,locale}/* "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/*
-
-# The kernel's modules, as an installed kernel has them: the release name is the modules' vermagic.
-release="$(modinfo -F vermagic "$kdir/modules/ublk_drv.ko" 2>/dev/null | awk '{print $1}')"
-[ -n "$release" ] || release="$(chroot "$root" /sbin/modinfo -F vermagic "/dev/stdin" < "$kdir/modules/ublk_drv.ko" | awk '{print $1}')"
-[ -n "$release" ] || die "cannot read the kernel release from ublk_drv.ko"
-mkdir -p "$root/lib/modules/$release/kernel/blkcache-test"
-cp "$kdir"/modules/*.ko "$root/lib/modules/$release/kernel/blkcache-test/"
-cp "$kdir/modules.builtin" "$root/lib/modules/$release/"
-(cd "$root/lib/modules/$release" && ls kernel/blkcache-test/*.ko > modules.order && : > modules.builtin.modinfo)
-chroot "$root" /sbin/depmod -a "$release" || die "depmod in the guest root failed"
 
 # Boot straight into systemd; the console stays quiet except for what the scenario prints.
 ln -sf /lib/systemd/systemd "$root/init"
@@ -81,5 +95,6 @@ printf '[Journal]\nStorage=volatile\n' > "$root/etc/systemd/journald.conf.d/blkc
 tmp="$out.tmp.$$"
 (cd "$root" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --quiet) > "$tmp"
 mv "$tmp" "$out"
-log "systemd guest root $out: $(du -h "$out" | cut -f1) (kernel $release)"
+log "systemd guest root $out: $(du -h "$out" | cut -f1)"
 echo "$out"
+echo "$mods"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Boot Debian 12 with real systemd and udev (tests/guest/systemd/build-root.sh) on the 6.12 guest kernel, install
+# Boot Debian 12 with real systemd and udev (tests/guest/systemd/build-root.sh) on a guest kernel, install
 # the blkcache .deb in it (dpkg -i), and run scenarios that drive the CD drive from the host through the QEMU
 # monitor. Consecutive scenarios with the same boot set-up share one boot (a boot under TCG takes a minute or
 # two); exits 0 only if every requested scenario printed PASS.
@@ -14,8 +14,9 @@
 # The guest has two CD drives: cd0 (sr0) and cd1 (sr1, empty at boot), and a card reader: card0 (sda, a removable
 # SCSI disk holding other.iso at boot; `change card0 @DATA@/card.img raw read-only` inserts a partitioned card).
 # A scenario's header may say, in comment lines: "# boot-disc: test.iso|other.iso|none" (the disc in cd0 at
-# boot, default none) and "# install: boot|scenario" (dpkg -i before udev's coldplug, or by the runner once the
-# system is up; default scenario).
+# boot, default none), "# install: boot|scenario" (dpkg -i before udev's coldplug, or by the runner once the
+# system is up; default scenario) and "# kernel: 6.12|6.1" (fetch-kernel.sh's: 6.12 with ublk, the default, or
+# Debian 12's own 6.1 without ublk, where blkcache serves through the kernel's nbd driver).
 # Must never run QEMU without a host-side timeout, and never report success for a scenario that did not PASS.
 set -euo pipefail
 SD_DIR="$(cd "$(dirname "$0")" && pwd)"
@@ -67,8 +68,6 @@ elif [ -z "$deb" ]; then
     [ -n "$deb" ] || die "no built package (run without --no-build)"
 fi
 [ -f "$deb" ] || die "no package $deb"
-kdir="$("$GUEST_DIR/fetch-kernel.sh")" || die "could not fetch the guest kernel"
-base="$("$SD_DIR/build-root.sh" "$kdir")" || die "could not build the systemd guest root"
 "$GUEST_DIR/make-data.sh" "$work/data" >&2 || die "could not make the test data"
 # A memory card for the card-reader scenarios: an MBR partition table and one partition (from sector 2048)
 # holding disc A's file system.
@@ -87,17 +86,17 @@ header() {
     echo "${v:-$3}"
 }
 
-# overlay FIRST OUT NAME...: the per-boot cpio appended to the base root: package, runner, scenarios, data, test
-# unit (FIRST's header sets the boot up).
+# overlay FIRST OUT: the per-boot cpio appended to the base root: package, runner, scenarios, data, test unit
+# (FIRST's header sets the boot up).
 overlay() {
-    local o="$work/overlay" first="$1" out="$2" n
-    shift 2
+    local o="$work/overlay" first="$1" out="$2"
     rm -rf "$o"
     mkdir -p "$o/blkcache-test" "$o/data" "$o/etc/systemd/system/multi-user.target.wants" \
         "$o/etc/systemd/system/sysinit.target.wants"
     cp "$deb" "$o/blkcache-test/blkcache.deb"
     cp "$SD_DIR/guest/runner" "$SD_DIR/guest/lib.sh" "$o/blkcache-test/"
-    for n in "$@"; do cp "$SD_DIR/scenarios/$n.sh" "$o/blkcache-test/"; done
+    # Every scenario, so that one may run another's steps (the nbd ones run the ublk ones' on 6.1).
+    cp "$SD_DIR"/scenarios/*.sh "$o/blkcache-test/"
     cp "$work/data/test.iso" "$work/data/other.iso" "$work/data/card.img" "$work/data/manifest.sha256" "$o/data/"
     cp "$SD_DIR/guest/blkcache-test.service" "$SD_DIR/guest/blkcache-install.service" "$o/etc/systemd/system/"
     ln -s ../blkcache-test.service "$o/etc/systemd/system/multi-user.target.wants/blkcache-test.service"
@@ -110,10 +109,14 @@ overlay() {
 # boot NAME...: one guest run of these scenarios (the first one's header sets the boot up); the result lines go
 # to $work/NAME.result, a problem of the whole run to $work/NAME.problem of each.
 boot() {
-    local name="$1" disc drive limit initrd="$work/initrd.cpio" csv n
+    local name="$1" disc drive limit initrd="$work/initrd.cpio" csv n kdir root
     csv="$(IFS=,; echo "$*")"
-    overlay "$name" "$work/overlay.cpio" "$@"
-    cat "$base" "$work/overlay.cpio" > "$initrd"
+    kdir="$("$GUEST_DIR/fetch-kernel.sh" --kernel "$(header "$name" kernel 6.12)")" || die "could not fetch the guest kernel"
+    # The root, then the kernel's modules (two paths).
+    root="$("$SD_DIR/build-root.sh" "$kdir")" || die "could not build the systemd guest root"
+    overlay "$name" "$work/overlay.cpio"
+    # shellcheck disable=SC2086 # the two paths of build-root.sh
+    cat $root "$work/overlay.cpio" > "$initrd"
     disc="$(header "$name" boot-disc none)"
     drive="if=none,id=cd0,media=cdrom,readonly=on"
     [ "$disc" = none ] || drive="$drive,format=raw,file=$work/data/$disc"
@@ -126,7 +129,7 @@ boot() {
     local reader=$!
     local append="console=ttyS0 panic=-1 quiet loglevel=3 systemd.show_status=0 rd.udev.log_level=3"
     append="$append blkcache.scenarios=$csv blkcache.timeout=$scen_timeout blkcache.install=$(header "$name" install scenario)"
-    log "booting for $csv (disc at boot: $disc; limit ${limit}s)"
+    log "booting $(cat "$kdir/version") for $csv (disc at boot: $disc; limit ${limit}s)"
     set +e
     timeout -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -display none -no-reboot \
         -nodefaults -no-user-config -pidfile "$qemu_pid_file" \
@@ -195,7 +198,7 @@ run_group() {
     group=()
 }
 for n in "${names[@]}"; do
-    key="$(header "$n" boot-disc none)/$(header "$n" install scenario)"
+    key="$(header "$n" boot-disc none)/$(header "$n" install scenario)/$(header "$n" kernel 6.12)"
     [ "$key" = "$group_key" ] || run_group
     group_key="$key"
     group+=("$n")

@@ -51,15 +51,17 @@ unit_state() { systemctl show -P ActiveState "$1"; }
 unit_is() { [ "$(unit_state "$1")" = "$2" ]; }
 unit_prop() { systemctl show -P "$2" "$1"; }
 
-# served_dev [LINK]: the ublk device /dev/blkcache/sr0 (or LINK) points at (empty if none).
-served_dev() { readlink -f "${1:-$LINK}" 2>/dev/null | grep '^/dev/ublkb' || true; }
-# link_serves ISO [LINK]: /dev/blkcache/sr0 (or LINK) is a ublk device whose first 64 KiB are ISO's.
+# The kind of device blkcache serves on this kernel: /dev/ublkbN, or /dev/nbdN without ublk (the 6.1 kernel).
+if modinfo ublk_drv > /dev/null 2>&1; then DEV_PREFIX=/dev/ublkb; else DEV_PREFIX=/dev/nbd; fi
+# served_dev [LINK]: the blkcache device /dev/blkcache/sr0 (or LINK) points at (empty if none).
+served_dev() { readlink -f "${1:-$LINK}" 2>/dev/null | grep "^$DEV_PREFIX[0-9]*\$" || true; }
+# link_serves ISO [LINK]: /dev/blkcache/sr0 (or LINK) is a blkcache device whose first 64 KiB are ISO's.
 link_serves() {
     local d
     d="$(served_dev "${2:-$LINK}")"
     [ -b "$d" ] && cmp -s -n 65536 "$d" "$1"
 }
-# The /dev/ublkbN `blkcache list --json` pairs with SOURCE.
+# The device `blkcache list --json` pairs with SOURCE.
 listed_dev() { blkcache list --json | jq -r --arg s "$1" '.[] | select(.source == $s) | .device'; }
 
 # Drive read requests completed by sr0 (field 1 of its stat).

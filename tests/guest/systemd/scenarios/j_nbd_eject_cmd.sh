@@ -1,0 +1,7 @@
+# e_eject_cmd on Debian 12's own 6.1 kernel (no ublk, served through /dev/nbdN): `blkcache eject sr0` and
+# `blkcache eject /dev/nbdN` save the map, end the unit as a success (not restarted) and eject the disc.
+# kernel: 6.1
+# boot-disc: none
+# install: scenario
+
+. /blkcache-test/e_eject_cmd.sh
