@@ -14,16 +14,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 
-use blkcache::cache::{self, Cache, SourceInfo, META_FILE};
+use blkcache::cache::{self, Found, FoundBy, SourceInfo};
 use blkcache::engine::{Engine, EngineConfig};
-use blkcache::image::Image;
 use blkcache::map::stats::format_num;
 use blkcache::map::{Stats, Status};
-use blkcache::media::identity::{identity_from_head, size_only_identity};
 use blkcache::rescue::{self, adopt, FillOptions, Outcome, Progress, Source};
 
 use blkcache::serve::{self, parse_bytes, ServeConfig};
@@ -238,31 +236,31 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
     let mut source = Source::new(media.clone());
     if args.reopen_on_error {
         let path = source_path.clone();
-        source = source.with_reopen(Box::new(move || serve::open_media(&media_cfg, &path)));
+        let cfg = media_cfg.clone();
+        source = source.with_reopen(Box::new(move || serve::open_media(&cfg, &path)));
     }
 
-    let (dir, info) = identify(&args, &opts, &source_path, &mut source)?;
-    if adopt::is_ddrescue_dir(&dir) {
-        adopt::adopt(&dir, &info).with_context(|| {
-            format!("cannot adopt the GNU ddrescue rescue in {}", dir.display())
-        })?;
-        tracing::info!(cache = %dir.display(), "adopted a GNU ddrescue image and mapfile");
+    let found = identify(&args, &opts, &source_path, &mut source)?;
+    let mut cache = found.cache;
+    match found.by.describe() {
+        _ if found.by == FoundBy::New => {
+            tracing::info!(cache = %cache.dir().display(), source = %source_path.display(), "new cache")
+        }
+        Some(how) => eprintln!("blkcache: {}: {how}", cache.dir().display()),
+        None => {}
     }
-    let (cache, created) = Cache::open_or_create(&dir, &info)?;
-    if created {
-        tracing::info!(cache = %dir.display(), source = %info.path, "new cache");
-    }
-    let image = Image::open(&cache.image_path())?;
-    let mapfile = cache.load_mapfile()?;
+    let note = serve::Note {
+        drive: serve::drive_record(&media_cfg, &source_path, media.as_ref()),
+        head_identity: found.head_identity,
+    };
     let ecfg = EngineConfig {
         save_interval: Duration::from_secs(args.mapfile_interval),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(
+    let engine = Arc::new(serve::open_engine(
+        &mut cache,
         media,
-        image,
-        mapfile,
-        cache.mapfile_path(),
+        Some((found.size, &note)),
         ecfg,
     )?);
 
@@ -322,14 +320,14 @@ fn summary(
     }
 }
 
-/// Finds the cache directory and the source's facts, reading the source's start only when the
-/// identity needs it (the fill then reuses that read).
+/// Reads the source's start (the fill then reuses that read) and finds its cache by it
+/// (`cache::locate`), adopting a GNU ddrescue directory named with `--cache` first.
 fn identify(
     args: &FillArgs,
     opts: &FillOptions,
     source_path: &Path,
     source: &mut Source,
-) -> anyhow::Result<(PathBuf, SourceInfo)> {
+) -> anyhow::Result<Found> {
     let media = source.media().clone();
     let (size, sector_size) = (media.size(), media.sector_size());
     let dir = args
@@ -338,37 +336,16 @@ fn identify(
         .map(std::path::absolute)
         .transpose()
         .context("bad cache path")?;
-    let weak = size_only_identity(size, sector_size);
-    // A cache made without the head (unreadable then) cannot be checked by reading it now.
-    let recorded = dir
-        .as_deref()
-        .filter(|d| d.join(META_FILE).exists())
-        .map(Cache::open)
-        .transpose()?
-        .map(|c| c.meta().identity.clone());
-    let identity = if recorded.as_deref() == Some(weak.to_string().as_str()) {
-        weak
-    } else {
-        let piece = rescue::cluster_bytes(opts, u64::from(sector_size));
-        let head = source.read_head(piece);
-        identity_from_head(size, sector_size, source_path, head.identity_read())?
-    };
-    let info = SourceInfo {
-        path: source_path.display().to_string(),
-        size,
-        sector_size,
-        identity: identity.to_string(),
-    };
-    let dir = match dir {
-        Some(d) => d,
-        None if !identity.head_read => bail!(
-            "the first 64 KiB of {} cannot be read, so blkcache cannot tell this media from other \
-             media of the same size; name its cache yourself with --cache DIR",
-            source_path.display()
-        ),
-        None => cache::default_dir(&info.identity)?,
-    };
-    Ok((dir, info))
+    let piece = rescue::cluster_bytes(opts, u64::from(sector_size));
+    let head = source.read_head(piece).media_head(size, sector_size);
+    let path = source_path.display().to_string();
+    if let Some(dir) = dir.as_deref().filter(|d| adopt::is_ddrescue_dir(d)) {
+        adopt::adopt(dir, &SourceInfo::of_head(&path, &head)).with_context(|| {
+            format!("cannot adopt the GNU ddrescue rescue in {}", dir.display())
+        })?;
+        tracing::info!(cache = %dir.display(), "adopted a GNU ddrescue image and mapfile");
+    }
+    Ok(cache::locate(dir.as_deref(), &path, &head)?)
 }
 
 fn stop_signals() -> SigSet {

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::cache::{CacheMeta, SourceInfo, IMAGE_FILE, MAPFILE_FILE, META_FILE};
-use crate::map::{self, FileMap, MapError, Meta, Run, Status};
+use crate::map::{self, MapError, Meta};
 
 /// Why a ddrescue directory cannot be adopted.
 #[derive(Debug, thiserror::Error)]
@@ -104,18 +104,7 @@ pub fn adopt(dir: &Path, source: &SourceInfo) -> Result<(), AdoptError> {
         file.sync_all().map_err(io_err("fsync image", &image))?;
     }
     drop(file);
-    let old = m.map.size();
-    if old < source.size {
-        let tail = Run {
-            pos: old,
-            len: source.size - old,
-            status: Status::NonTried,
-        };
-        m.map = FileMap::from_runs(m.map.iter().chain([tail])).unwrap_or_else(|| {
-            // Only reachable with an empty map: then all of it is the tail.
-            FileMap::new(source.size)
-        });
-    }
+    m.map = m.map.extended(source.size);
     let version = env!("CARGO_PKG_VERSION").to_string();
     m.meta = Meta {
         source: Some(source.path.clone()),
