@@ -26,7 +26,7 @@ mod find;
 pub mod size;
 
 pub use drives::{note as note_drive, DriveRecord};
-pub use find::{locate, Found, FoundBy};
+pub use find::{found_message, locate, Found, FoundBy};
 
 use std::fs::{self, File, Permissions};
 use std::hash::Hasher;
@@ -279,6 +279,14 @@ impl CacheMeta {
     }
 }
 
+impl CacheMeta {
+    /// What names the disc whatever drive read it: the head identity (recorded in a cache
+    /// made before 0.2 once found by it), else the identity.
+    pub fn disc_identity(&self) -> &str {
+        self.head_identity.as_deref().unwrap_or(&self.identity)
+    }
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn now() -> u64 {
     std::time::SystemTime::now()
@@ -515,7 +523,11 @@ impl Cache {
     /// bytes non-tried, then the metadata. A crash in between leaves a cache that opens at the
     /// image's size (see `open`, `load_mapfile`). Returns the grown image.
     pub fn grow(&mut self, image: Image, size: u64) -> Result<Image, CacheError> {
-        if size <= self.meta.size && image.size() >= size {
+        // What is on disk, not what `open` made of an interrupted grow.
+        let path = self.meta_path();
+        let on_disk: CacheMeta = serde_json::from_slice(&read_file(&path)?)
+            .map_err(|source| CacheError::BadMeta { path, source })?;
+        if size <= on_disk.size && image.size() >= size {
             return Ok(image);
         }
         let image = image.grow(size)?;
@@ -832,10 +844,16 @@ mod tests {
         Cache::open_or_create(tmp.path(), &source(4096, "disc-1")).unwrap();
         let before = fs::read(tmp.path().join(MAPFILE_FILE)).unwrap();
 
-        let e = Cache::open_or_create(tmp.path(), &source(8192, "disc-1")).unwrap_err();
+        // Within the tolerance (`size.rs`): the same disc read by another drive.
+        Cache::open_or_create(tmp.path(), &source(8192, "disc-1")).unwrap();
+        let far = 4096 + (size::TOLERANCE_SECTORS + 1) * 2048;
+        let e = Cache::open_or_create(tmp.path(), &source(far, "disc-1")).unwrap_err();
         assert!(matches!(e, CacheError::SizeMismatch { .. }));
         let msg = e.to_string();
-        assert!(msg.contains("4096") && msg.contains("8192"), "{msg}");
+        assert!(
+            msg.contains("4096") && msg.contains(&far.to_string()),
+            "{msg}"
+        );
 
         let e = Cache::open_or_create(tmp.path(), &source(4096, "disc-2")).unwrap_err();
         let msg = e.to_string();
@@ -892,10 +910,45 @@ mod tests {
     #[test]
     fn mapfile_of_other_size_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(1 << 20, "d")).unwrap();
         map::save(&cache.mapfile_path(), &Mapfile::new(2048, Meta::default())).unwrap();
         let e = cache.load_mapfile().unwrap_err();
         assert!(matches!(e, CacheError::MapSize { map: 2048, .. }), "{e}");
+        // Larger than the cache: never cut.
+        map::save(
+            &cache.mapfile_path(),
+            &Mapfile::new(2 << 20, Meta::default()),
+        )
+        .unwrap();
+        let e = cache.load_mapfile().unwrap_err();
+        assert!(matches!(e, CacheError::MapSize { .. }), "{e}");
+    }
+
+    /// A grow stopped after the image was extended, or after the map was saved: the cache
+    /// opens at the image's size, the map's new bytes non-tried; growing again finishes it.
+    #[test]
+    fn an_interrupted_grow_opens_at_the_image_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(8 * 2048, "d")).unwrap();
+        let image = Image::open(&cache.image_path()).unwrap();
+        let image = image.grow(10 * 2048).unwrap();
+        drop(image);
+        let mut reopened = Cache::open(tmp.path()).unwrap();
+        assert_eq!(reopened.meta().size, 10 * 2048);
+        let m = reopened.load_mapfile().unwrap();
+        assert_eq!(m.map.size(), 10 * 2048);
+        assert_eq!(m.map.status_at(9 * 2048), Some(map::Status::NonTried));
+        let image = Image::open(&reopened.image_path()).unwrap();
+        let image = reopened.grow(image, 10 * 2048).unwrap();
+        assert_eq!(image.size(), 10 * 2048);
+        drop(image);
+        let on_disk: CacheMeta =
+            serde_json::from_slice(&fs::read(reopened.meta_path()).unwrap()).unwrap();
+        assert_eq!(on_disk.size, 10 * 2048);
+        assert_eq!(
+            map::load(&reopened.mapfile_path()).unwrap().map.size(),
+            10 * 2048
+        );
     }
 
     #[test]

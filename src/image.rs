@@ -164,7 +164,9 @@ impl Image {
         if size <= self.size {
             return Ok(self);
         }
-        let Image { file, path, map, .. } = self;
+        let Image {
+            file, path, map, ..
+        } = self;
         drop(map);
         let err = |source| ImageError::Open {
             path: path.clone(),

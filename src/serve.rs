@@ -205,21 +205,12 @@ impl Prepared {
     /// What to tell the user about how the cache was found (`None`: nothing unusual).
     pub fn found(&self) -> Option<String> {
         let read = self.read.as_ref()?;
-        let mut parts: Vec<String> = read.found_by.describe().into_iter().collect();
-        let media = self.media.size();
-        let cache = self.cache.meta().size;
-        if media < cache {
-            parts.push(format!(
-                "this drive reads the disc {} bytes smaller than its cache ({media} of {cache} bytes): the cache keeps its size, and bytes past this drive's end are served only if cached",
-                cache - media
-            ));
-        } else if media > cache {
-            parts.push(format!(
-                "this drive reads the disc {} bytes larger than its cache ({media}, was {cache} bytes): the cache grows, the new bytes not yet read",
-                media - cache
-            ));
-        }
-        (!parts.is_empty()).then(|| format!("{}: {}", self.cache.dir().display(), parts.join("; ")))
+        cache::found_message(
+            self.cache.dir(),
+            &read.found_by,
+            self.cache.meta().size,
+            self.media.size(),
+        )
     }
 }
 
@@ -227,7 +218,9 @@ impl Prepared {
 pub fn drive_record(cfg: &ServeConfig, source: &Path, media: &dyn Media) -> DriveRecord {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let meta = std::fs::metadata(source).ok();
-    let block = meta.as_ref().is_some_and(|m| m.file_type().is_block_device());
+    let block = meta
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
     let info = match &meta {
         Some(m) if block => DriveInfo::of_device(m.rdev()),
         _ => DriveInfo::default(),
@@ -405,6 +398,10 @@ pub fn start(
     )?;
     if let Some(r) = read {
         land_head(&engine, &r.head)?;
+        // Kept even if serving fails to start (image synced, then the map saved).
+        if engine.is_dirty() {
+            engine.save()?;
+        }
     }
     let device = DeviceConfig {
         serve: ServeConfig {

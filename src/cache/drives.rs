@@ -114,6 +114,8 @@ mod tests {
         assert_eq!(d.len(), 4, "{d:?}");
         assert_eq!((d[0].uses, d[0].first_seen, d[0].last_seen), (2, 1, 2));
         assert_eq!(d[0].path, "/dev/sr1");
-        assert!(d[0].describe().starts_with("QEMU QEMU CD-ROM (serial A) at /dev/sr1"));
+        assert!(d[0]
+            .describe()
+            .starts_with("QEMU QEMU CD-ROM (serial A) at /dev/sr1"));
     }
 }

@@ -70,6 +70,15 @@ impl FoundBy {
     }
 }
 
+/// What to tell the user about how the cache in `dir` (of `cache` bytes) was found for media of
+/// `media` bytes; `None` when there is nothing unusual (made now, or found by the whole head,
+/// the same size).
+pub fn found_message(dir: &Path, by: &FoundBy, cache: u64, media: u64) -> Option<String> {
+    let mut parts: Vec<String> = by.describe().into_iter().collect();
+    parts.extend(size::describe(cache, media));
+    (!parts.is_empty()).then(|| format!("{}: {}", dir.display(), parts.join("; ")))
+}
+
 /// A source's cache, how it was found, and the size it must have to serve the source.
 #[derive(Debug)]
 pub struct Found {
@@ -181,7 +190,10 @@ pub fn locate(dir: Option<&Path>, source: &str, head: &Head) -> Result<Found, Ca
         let mut dirs: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
-            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
             .filter(|p| p.join(super::META_FILE).exists())
             .collect();
         dirs.sort();
@@ -212,7 +224,10 @@ pub fn locate(dir: Option<&Path>, source: &str, head: &Head) -> Result<Found, Ca
             source_path: info.path,
             read: head.sectors_read(),
             of: head.sectors(),
-            caches: hits.into_iter().map(|(c, _)| c.dir().to_path_buf()).collect(),
+            caches: hits
+                .into_iter()
+                .map(|(c, _)| c.dir().to_path_buf())
+                .collect(),
         }),
     }
 }

@@ -16,6 +16,26 @@ pub fn reconcile(cache: u64, media: u64, sector: u32) -> Option<u64> {
     (cache.abs_diff(media) <= TOLERANCE_SECTORS * u64::from(sector)).then(|| cache.max(media))
 }
 
+/// What the rule does for a cache of `cache` bytes and media of `media` bytes, for the user
+/// (`None` when they are the same size).
+pub fn describe(cache: u64, media: u64) -> Option<String> {
+    if media < cache {
+        Some(format!(
+            "this drive reads the disc {} bytes smaller than its cache ({media} of {cache} bytes): \
+             the cache keeps its size, and bytes past this drive's end are served only if cached",
+            cache - media
+        ))
+    } else if media > cache {
+        Some(format!(
+            "this drive reads the disc {} bytes larger than its cache ({media}, was {cache} \
+             bytes): the cache grows, the new bytes not yet read",
+            media - cache
+        ))
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,12 +242,12 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
 
     let found = identify(&args, &opts, &source_path, &mut source)?;
     let mut cache = found.cache;
-    match found.by.describe() {
-        _ if found.by == FoundBy::New => {
-            tracing::info!(cache = %cache.dir().display(), source = %source_path.display(), "new cache")
-        }
-        Some(how) => eprintln!("blkcache: {}: {how}", cache.dir().display()),
-        None => {}
+    if found.by == FoundBy::New {
+        tracing::info!(cache = %cache.dir().display(), source = %source_path.display(), "new cache");
+    } else if let Some(how) =
+        cache::found_message(cache.dir(), &found.by, cache.meta().size, media.size())
+    {
+        eprintln!("blkcache: {how}");
     }
     let note = serve::Note {
         drive: serve::drive_record(&media_cfg, &source_path, media.as_ref()),

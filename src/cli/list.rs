@@ -1,7 +1,8 @@
 //! `blkcache list [--json]`: the blkcache devices, their source, cache, share cached and state.
 //!
 //! The share cached comes from the saved mapfile, so it lags the daemon by up to one save
-//! interval; the cache state (ok, full, failed) from what the daemon publishes, within a second.
+//! interval; the cache state (ok, full, failed) from what the daemon publishes, within a second;
+//! the drives that read the disc from the cache's metadata (`cache::DriveRecord`).
 //! Must never list devices of other ublk targets.
 
 use std::io::Write;
@@ -9,7 +10,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use blkcache::cache::Cache;
+use blkcache::cache::{Cache, DriveRecord};
 use blkcache::engine::CacheHealth;
 use blkcache::map::Status;
 use blkcache::nbd::kernel::{self, KernelDevice};
@@ -52,14 +53,20 @@ struct Row {
     log: String,
     /// The kernel driver: ublk or nbd.
     kind: &'static str,
+    /// Every drive (or file) that read the disc, oldest first.
+    drives: Vec<DriveRecord>,
 }
 
-/// Bytes cached as of the last map save, and their share of `size`.
-fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>) {
-    let cached = Cache::open(cache)
-        .and_then(|c| c.load_mapfile())
-        .map(|m| m.map.stats().get(Status::Finished).bytes)
-        .ok();
+/// Bytes cached as of the last map save, their share of `size`, and the drives that read it.
+fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>, Vec<DriveRecord>) {
+    let cache = Cache::open(cache).ok();
+    let drives = cache
+        .as_ref()
+        .map(|c| c.meta().drives.clone())
+        .unwrap_or_default();
+    let cached = cache
+        .and_then(|c| c.load_mapfile().ok())
+        .map(|m| m.map.stats().get(Status::Finished).bytes);
     let percent = cached.map(|c| {
         if size == 0 {
             100.0
@@ -67,11 +74,11 @@ fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>) {
             (c as f64 * 1000.0 / size as f64).round() / 10.0
         }
     });
-    (cached, percent)
+    (cached, percent, drives)
 }
 
 fn row(d: &Device) -> Row {
-    let (cached, percent) = cached(d.config.cache(), d.config.size);
+    let (cached, percent, drives) = cached(d.config.cache(), d.config.size);
     let health = d
         .daemon_alive
         .then(|| ublk::published_health(d.id, d.pid))
@@ -97,11 +104,12 @@ fn row(d: &Device) -> Row {
             _ => None,
         }),
         log: d.config.log.display().to_string(),
+        drives,
     }
 }
 
 fn nbd_row(d: &KernelDevice) -> Row {
-    let (cached, percent) = cached(d.config.cache(), d.config.size);
+    let (cached, percent, drives) = cached(d.config.cache(), d.config.size);
     Row {
         device: d.path().display().to_string(),
         kind: "nbd",
@@ -121,6 +129,7 @@ fn nbd_row(d: &KernelDevice) -> Row {
         cache_state: None,
         cache_error: None,
         log: d.config.log.display().to_string(),
+        drives,
     }
 }
 
@@ -164,6 +173,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
             r.source.as_deref().unwrap_or("(offline)"),
             r.cache
         )?;
+        for d in &r.drives {
+            writeln!(out, "{:<14} read by {}", "", d.describe())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

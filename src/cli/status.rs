@@ -77,6 +77,10 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         && !args.plain
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
+    // A blkcache cache directory: the drives that read its disc, printed after the figures.
+    let drives = blkcache::cache::Cache::open(&args.mapfile)
+        .map(|c| c.meta().drives.clone())
+        .unwrap_or_default();
     loop {
         let mapfile = load(&path)?;
         if let Some(svg) = &args.svg {
@@ -87,7 +91,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let report = Report::new(&mapfile);
         let mut out = std::io::stdout().lock();
         if args.json {
-            serde_json::to_writer(&mut out, &report)?;
+            let mut value = serde_json::to_value(&report)?;
+            if let (Some(obj), false) = (value.as_object_mut(), drives.is_empty()) {
+                obj.insert("drives".into(), serde_json::to_value(&drives)?);
+            }
+            serde_json::to_writer(&mut out, &value)?;
             writeln!(out)?;
         } else {
             if args.watch.is_some() && tty {
@@ -99,6 +107,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
             out.write_all(report.to_text().as_bytes())?;
+            for d in &drives {
+                writeln!(out, "         read by: {}", d.describe())?;
+            }
         }
         out.flush()?;
         drop(out);

@@ -71,7 +71,10 @@ impl Engine {
                 FetchKind::Sector
             };
             let offset = pos - pos % sector;
-            let io_end = end.div_ceil(sector).saturating_mul(sector).min(inner.media_end);
+            let io_end = end
+                .div_ceil(sector)
+                .saturating_mul(sector)
+                .min(inner.media_end);
             Fetch {
                 offset,
                 len: (io_end - offset) as usize,

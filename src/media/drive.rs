@@ -92,8 +92,15 @@ mod tests {
         assert_eq!(info.rev.as_deref(), Some("2.5+"));
         assert_eq!(info.serial, None);
         std::fs::write(dev.join("vpd_pg80"), b"\x05\x80\x00\x04AB12").unwrap();
-        assert_eq!(DriveInfo::of(rdev, &sys, &udev).serial.as_deref(), Some("AB12"));
-        std::fs::write(udev.join("b11:0"), "S:cdrom\nE:ID_SERIAL=QEMU_DVD-ROM_QM00003\n").unwrap();
+        assert_eq!(
+            DriveInfo::of(rdev, &sys, &udev).serial.as_deref(),
+            Some("AB12")
+        );
+        std::fs::write(
+            udev.join("b11:0"),
+            "S:cdrom\nE:ID_SERIAL=QEMU_DVD-ROM_QM00003\n",
+        )
+        .unwrap();
         assert_eq!(
             DriveInfo::of(rdev, &sys, &udev).serial.as_deref(),
             Some("QEMU_DVD-ROM_QM00003")
