@@ -26,7 +26,7 @@ mod find;
 pub mod size;
 
 pub use drives::{note as note_drive, DriveRecord};
-pub use find::{found_message, locate, Found, FoundBy};
+pub use find::{found_message, known_bad_head, locate, Found, FoundBy};
 
 use std::fs::{self, File, Permissions};
 use std::hash::Hasher;

@@ -259,7 +259,8 @@ pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
     };
     let media = open_media(cfg, source)?;
     ublk::check_geometry(media.size(), media.sector_size())?;
-    let head = media::read_head(media.as_ref(), source)?;
+    let known_bad = cache::known_bad_head(cfg.cache.as_deref(), media.size(), media.sector_size());
+    let head = media::read_head(media.as_ref(), source, &known_bad)?;
     let found = cache::locate(cfg.cache.as_deref(), &source.display().to_string(), &head)?;
     ublk::check_geometry(found.size, media.sector_size())?;
     match found.by.describe() {

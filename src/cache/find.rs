@@ -232,6 +232,29 @@ pub fn locate(dir: Option<&Path>, source: &str, head: &Head) -> Result<Found, Ca
     }
 }
 
+/// The head sectors (numbers) that the identity read of media of `size` bytes in sectors of
+/// `sector` bytes must not read again: those marked bad (`-`) in the cache named with
+/// `--cache` (`dir`), if it could be this disc's (same sector size, size within the tolerance).
+/// Without a named cache, none: which cache is the disc's is not known before its head is read
+/// (skipping another disc's bad sectors could leave the head unidentifiable).
+pub fn known_bad_head(dir: Option<&Path>, size: u64, sector: u32) -> Vec<u64> {
+    let head = size.min(crate::media::identity::HEAD_BYTES as u64);
+    let s = u64::from(sector);
+    let Some(cache) = dir.and_then(|d| Cache::open(d).ok()) else {
+        return Vec::new();
+    };
+    let meta = cache.meta();
+    if meta.sector_size != sector || size::reconcile(meta.size, size, sector).is_none() {
+        return Vec::new();
+    }
+    let Ok(m) = cache.load_mapfile() else {
+        return Vec::new();
+    };
+    (0..head.div_ceil(s))
+        .filter(|i| m.map.status_at(i * s) == Some(Status::BadSector))
+        .collect()
+}
+
 fn check_sector(cache: &Cache, info: &SourceInfo) -> Result<(), CacheError> {
     if cache.meta().sector_size != info.sector_size {
         return Err(CacheError::SectorSizeMismatch {

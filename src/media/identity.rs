@@ -2,7 +2,8 @@
 //!
 //! The identity read ([`read_head`]) reads the first `min(64 KiB, size)` bytes once, in one read;
 //! if that fails with a medium error, each of its sectors once more on its own, so that it is
-//! known which head sectors read ([`Head`]). Its bytes and failures are not thrown away: `add`
+//! known which head sectors read ([`Head`]); sectors the disc's cache already marks bad are not
+//! read again. Its bytes and failures are not thrown away: `add`
 //! lands them in the cache (`serve::start`) and `fill` reuses them (`rescue::Source`).
 //!
 //! [`Identity`] (since 0.2, "head identity") is FNV-1a 64 (the `fnv` crate; a fixed, documented
@@ -229,15 +230,13 @@ pub fn size_only_identity(size: u64, sector_size: u32) -> Identity {
 }
 
 /// The identity read: the head in one read; if that fails with a medium error, each head sector
-/// once on its own. A short read or an error that is not a medium error (no disc, ...) is an
-/// error naming `path`.
-pub fn read_head(media: &dyn Media, path: &Path) -> Result<Head, MediaError> {
+/// once more on its own. Sectors in `known_bad` (sector numbers that the disc's cache already
+/// marks bad) are never read: the head is then read in one read per stretch between them. A
+/// short read or an error that is not a medium error (no disc, ...) is an error naming `path`.
+pub fn read_head(media: &dyn Media, path: &Path, known_bad: &[u64]) -> Result<Head, MediaError> {
     let mut head = Head::new(media.size(), media.sector_size());
     let sector = u64::from(media.sector_size());
-    let io_len = head.bytes.len() as u64;
-    if io_len == 0 {
-        return Ok(head);
-    }
+    let sectors = head.bytes.len() as u64 / sector;
     let read = |head: &mut Head, pos: u64, len: u64| -> Result<bool, MediaError> {
         let mut buf = AlignedBuf::new(len as usize);
         let want = len.min(head.len - pos);
@@ -262,13 +261,24 @@ pub fn read_head(media: &dyn Media, path: &Path) -> Result<Head, MediaError> {
             }),
         }
     };
-    if !read(&mut head, 0, io_len)? {
-        tracing::warn!(path = %path.display(), "the first 64 KiB did not read; reading its sectors one by one");
-        let mut pos = 0;
-        while pos < io_len {
-            read(&mut head, pos, sector)?;
-            pos += sector;
+    let mut first = 0;
+    while first < sectors {
+        if known_bad.contains(&first) {
+            first += 1;
+            continue;
         }
+        let mut end = first + 1;
+        while end < sectors && !known_bad.contains(&end) {
+            end += 1;
+        }
+        if !read(&mut head, first * sector, (end - first) * sector)? && end - first > 1 {
+            tracing::warn!(path = %path.display(), offset = first * sector,
+                "the first 64 KiB did not read whole; reading its sectors one by one");
+            for i in first..end {
+                read(&mut head, i * sector, sector)?;
+            }
+        }
+        first = end;
     }
     Ok(head)
 }
@@ -276,7 +286,7 @@ pub fn read_head(media: &dyn Media, path: &Path) -> Result<Head, MediaError> {
 /// The identity of `media` (one read of up to 64 KiB at offset 0; see [`read_head`]); media
 /// whose head does not read whole gets [`size_only_identity`].
 pub fn fingerprint(media: &dyn Media, path: &Path) -> Result<Identity, MediaError> {
-    let head = read_head(media, path)?;
+    let head = read_head(media, path, &[])?;
     Ok(head
         .identity()
         .unwrap_or_else(|| size_only_identity(media.size(), media.sector_size())))
@@ -312,7 +322,7 @@ mod tests {
         std::fs::write(&b, &data).unwrap();
         let head = |p: &std::path::Path| {
             let m = FileMedia::open(p, MediaOptions::default()).unwrap();
-            read_head(&m, p).unwrap()
+            read_head(&m, p, &[]).unwrap()
         };
         let ia = head(&a).identity().unwrap();
         assert_eq!(ia, head(&a).identity().unwrap(), "stable across opens");

@@ -451,7 +451,7 @@ fn the_identity_read_lands_in_the_cache_and_is_not_read_again() {
         .unwrap(),
     );
     let dir = d.path("cache");
-    let head = read_head(media.as_ref(), &iso).unwrap();
+    let head = read_head(media.as_ref(), &iso, &[]).unwrap();
     assert_eq!(head.sectors_read(), 31);
     let found = cache::locate(Some(&dir), "disc.iso", &head).unwrap();
     let mut cache: Cache = found.cache;
@@ -506,6 +506,22 @@ fn the_identity_read_lands_in_the_cache_and_is_not_read_again() {
     assert_eq!(img[..7 * SECTOR as usize], d.data[..7 * SECTOR as usize]);
     let rec = &cache.meta().drives[0];
     assert_eq!((rec.kind.as_str(), rec.uses), ("file", 1));
+    drop(engine);
+
+    // The next identity read with this cache named skips the sector it marked bad: read in two
+    // stretches around it, each good sector once more, the bad one never again.
+    let known = cache::known_bad_head(Some(&dir), SECTORS * SECTOR, 2048);
+    assert_eq!(known, [7]);
+    let again = read_head(media.as_ref(), &iso, &known).unwrap();
+    assert_eq!(again.sectors_read(), 31);
+    assert_eq!(again.reads().len(), 2);
+    for s in 0..32 {
+        assert_eq!(
+            media.attempt_count(s),
+            if s == 7 { 2 } else { 3 },
+            "sector {s}"
+        );
+    }
 }
 
 /// A cache made before 0.2 (named by size, sector size and head) is still found, also by a
@@ -550,7 +566,7 @@ fn a_cache_named_by_the_older_identity_is_still_found() {
         "{}",
         text(&o)
     );
-    assert_eq!(d.caches(), [old_dir.clone()]);
+    assert_eq!(d.caches(), std::slice::from_ref(&old_dir));
     let m = meta(&old_dir);
     assert_eq!(m["identity"], old);
     assert!(

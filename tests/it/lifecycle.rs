@@ -76,11 +76,16 @@ fn add_makes_the_cache_and_reports_a_failed_start() {
         meta["source"],
         src.canonicalize().unwrap().to_str().unwrap()
     );
+    // All 32 KiB are the head: the identity read's bytes are in the cache, saved.
     let map = std::fs::read_to_string(cache.join("mapfile")).unwrap();
     assert!(
         map.lines()
-            .any(|l| l.split_whitespace().eq(["0x00000000", "0x00008000", "?"])),
+            .any(|l| l.split_whitespace().eq(["0x00000000", "0x00008000", "+"])),
         "{map}"
+    );
+    assert_eq!(
+        std::fs::read(cache.join("image")).unwrap(),
+        std::fs::read(&src).unwrap()
     );
     if ublk_present() {
         assert!(out.status.success(), "{}", text(&out));
