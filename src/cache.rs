@@ -251,7 +251,7 @@ pub struct CacheMeta {
     pub created: u64,
     /// blkcache version that made the cache.
     pub version: String,
-    /// The head identity (`media::Head::identity`) of a cache made before 0.2 (whose `identity`
+    /// The head identity (`media::Head::identity`) of a cache made by older blkcache (whose `identity`
     /// hashed the size too), recorded once the same disc was found by its old identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_identity: Option<String>,
@@ -281,7 +281,7 @@ impl CacheMeta {
 
 impl CacheMeta {
     /// What names the disc whatever drive read it: the head identity (recorded in a cache
-    /// made before 0.2 once found by it), else the identity.
+    /// made by older blkcache once found by it), else the identity.
     pub fn disc_identity(&self) -> &str {
         self.head_identity.as_deref().unwrap_or(&self.identity)
     }

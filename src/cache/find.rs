@@ -1,7 +1,7 @@
 //! Which cache belongs to a source: the rules, in order, and what `add` shows of them.
 //!
 //! - The head read whole: the cache named by its head identity (`media::Head::identity`: the
-//!   sector size and the first 64 KiB, not the size); else a cache made before 0.2, named by the
+//!   sector size and the first 64 KiB, not the size); else a cache made by older blkcache, named by the
 //!   old identity (size, sector size, first 64 KiB) for any size within the tolerance
 //!   (`size.rs`); else a new cache named by the head identity.
 //! - The head did not read whole (a disc whose start degraded): the one cache of the same sector
@@ -30,7 +30,7 @@ pub enum FoundBy {
     New,
     /// By its head identity.
     Head,
-    /// By the identity of caches made before 0.2 (size, sector size, first 64 KiB).
+    /// By the identity of caches made by older blkcache (size, sector size, first 64 KiB).
     SizeIdentity,
     /// Named with `--cache`, made for media whose head did not read: the head sectors it holds
     /// and that read now are the same.
@@ -161,7 +161,7 @@ pub fn locate(dir: Option<&Path>, source: &str, head: &Head) -> Result<Found, Ca
             check_sector(&cache, &info)?;
             return found(cache, FoundBy::Head);
         }
-        // Caches made before 0.2: named by size, sector size and head, for any size this disc
+        // Caches made by older blkcache: named by size, sector size and head, for any size this disc
         // may have had in another drive.
         let state = state_dir()?;
         let step = u64::from(sector);

@@ -6,7 +6,7 @@
 //! read again. Its bytes and failures are not thrown away: `add`
 //! lands them in the cache (`serve::start`) and `fill` reuses them (`rescue::Source`).
 //!
-//! [`Identity`] (since 0.2, "head identity") is FNV-1a 64 (the `fnv` crate; a fixed, documented
+//! [`Identity`] (the "head identity") is FNV-1a 64 (the `fnv` crate; a fixed, documented
 //! function, so it is stable across runs, builds and machines) over the sector size as 4
 //! little-endian bytes and the head's bytes. It does not hash the size: drives report a few
 //! sectors more or less for one disc (see `cache::size`), and the same disc must find its cache
@@ -194,7 +194,7 @@ impl Head {
         })
     }
 
-    /// The identity caches made before 0.2 have, had the media been `size` bytes: the size,
+    /// The identity caches made by older blkcache have, had the media been `size` bytes: the size,
     /// the sector size and the head, hashed in that order; `None` unless the head read whole.
     pub fn size_identity(&self, size: u64) -> Option<Identity> {
         if !self.is_whole() || size.min(HEAD_BYTES as u64) != self.len {
@@ -204,7 +204,7 @@ impl Head {
     }
 }
 
-/// The pre-0.2 identity: FNV-1a 64 of the size (8 little-endian bytes), the sector size (4) and
+/// The older identity: FNV-1a 64 of the size (8 little-endian bytes), the sector size (4) and
 /// the head.
 pub fn size_identity(size: u64, sector_size: u32, head: &[u8]) -> Identity {
     let mut hasher = FnvHasher::default();
@@ -333,7 +333,7 @@ mod tests {
         std::fs::write(&b, &data).unwrap();
         assert_eq!(ia, head(&b).identity().unwrap());
         assert_eq!(ia.to_string().len(), 16);
-        // The pre-0.2 identity, for caches made before: size, sector size, head.
+        // The older identity, for caches made before: size, sector size, head.
         let mut f = FnvHasher::default();
         f.write(&(200u64 * 1024).to_le_bytes());
         f.write(&512u32.to_le_bytes());

@@ -524,7 +524,7 @@ fn the_identity_read_lands_in_the_cache_and_is_not_read_again() {
     }
 }
 
-/// A cache made before 0.2 (named by size, sector size and head) is still found, also by a
+/// A cache made by older blkcache (named by size, sector size and head) is still found, also by a
 /// drive reporting the disc 2 sectors larger; its head identity is then recorded.
 #[test]
 fn a_cache_named_by_the_older_identity_is_still_found() {
