@@ -519,23 +519,29 @@ impl Cache {
     }
 
     /// Grows the cache to `size` bytes (`size.rs`: a drive reports the disc larger), under the
-    /// image's lock: the image is extended sparsely and synced, then the map saved with the new
-    /// bytes non-tried, then the metadata. A crash in between leaves a cache that opens at the
-    /// image's size (see `open`, `load_mapfile`). Returns the grown image.
-    pub fn grow(&mut self, image: Image, size: u64) -> Result<Image, CacheError> {
+    /// image's lock, given its loaded map: the image is extended sparsely and synced, then the
+    /// map saved with the new bytes non-tried, then the metadata. A crash in between leaves a
+    /// cache that opens at the image's size (see `open`, `load_mapfile`). Returns the grown
+    /// image and map (as they were if there is nothing to grow).
+    pub fn grow(
+        &mut self,
+        image: Image,
+        mut mapfile: Mapfile,
+        size: u64,
+    ) -> Result<(Image, Mapfile), CacheError> {
         // What is on disk, not what `open` made of an interrupted grow.
         let path = self.meta_path();
         let on_disk: CacheMeta = serde_json::from_slice(&read_file(&path)?)
             .map_err(|source| CacheError::BadMeta { path, source })?;
-        if size <= on_disk.size && image.size() >= size {
-            return Ok(image);
+        if size <= on_disk.size && image.size() >= size && mapfile.map.size() >= size {
+            return Ok((image, mapfile));
         }
         let image = image.grow(size)?;
-        let mut m = self.load_mapfile_sized(size)?;
-        m.meta.size = Some(size);
-        map::save(&self.mapfile_path(), &m)?;
+        mapfile.map = mapfile.map.extended(size);
+        mapfile.meta.size = Some(size);
+        map::save(&self.mapfile_path(), &mapfile)?;
         self.update_meta(|meta| meta.size = size)?;
-        Ok(image)
+        Ok((image, mapfile))
     }
 
     /// Makes the cache in a temporary directory beside `dir`, then renames it into place (over
@@ -629,10 +635,7 @@ impl Cache {
     /// Loads the saved mapfile, refusing one that covers another size (a map shorter by an
     /// interrupted grow is extended with non-tried bytes, in memory).
     pub fn load_mapfile(&self) -> Result<Mapfile, CacheError> {
-        self.load_mapfile_sized(self.meta.size)
-    }
-
-    fn load_mapfile_sized(&self, size: u64) -> Result<Mapfile, CacheError> {
+        let size = self.meta.size;
         let path = self.mapfile_path();
         let bytes = read_file(&path)?;
         let mut m = map::parse_bytes(&bytes, &path)?;
@@ -939,7 +942,8 @@ mod tests {
         assert_eq!(m.map.size(), 10 * 2048);
         assert_eq!(m.map.status_at(9 * 2048), Some(map::Status::NonTried));
         let image = Image::open(&reopened.image_path()).unwrap();
-        let image = reopened.grow(image, 10 * 2048).unwrap();
+        let m = reopened.load_mapfile().unwrap();
+        let (image, _) = reopened.grow(image, m, 10 * 2048).unwrap();
         assert_eq!(image.size(), 10 * 2048);
         drop(image);
         let on_disk: CacheMeta =

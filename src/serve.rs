@@ -296,8 +296,10 @@ pub fn open_engine(
     ecfg: EngineConfig,
 ) -> Result<Engine, StartError> {
     let mut image = Image::open(&cache.image_path())?;
+    // Loaded (and so checked) before anything of the cache is written.
+    let mut mapfile = cache.load_mapfile()?;
     if let Some((size, note)) = grown {
-        image = cache.grow(image, size)?;
+        (image, mapfile) = cache.grow(image, mapfile, size)?;
         cache.update_meta(|m| {
             if let Some(id) = &note.head_identity {
                 if m.identity != *id && m.head_identity.is_none() {
@@ -307,7 +309,6 @@ pub fn open_engine(
             cache::note_drive(&mut m.drives, note.drive.clone());
         })?;
     }
-    let mapfile = cache.load_mapfile()?;
     Ok(Engine::new(
         media,
         image,
