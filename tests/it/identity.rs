@@ -328,6 +328,30 @@ fn past_the_end_of_a_smaller_drive_uncached_bytes_fail_and_mark_nothing() {
             (SECTORS - 2, 2, Status::NonTried)
         ]
     );
+
+    // A fill in the smaller drive reads all it can and ends, the 2 sectors past its end left
+    // non-tried for a drive that reads them.
+    let o = d.run(&[
+        "fill",
+        smaller.to_str().unwrap(),
+        "--sector-size",
+        "2048",
+        "--cache",
+        cache_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m = map::load(&cache_dir.join("mapfile")).unwrap().map;
+    let runs: Vec<_> = m
+        .iter()
+        .map(|r| (r.pos / SECTOR, r.len / SECTOR, r.status))
+        .collect();
+    assert_eq!(
+        runs,
+        [
+            (0, SECTORS - 2, Status::Finished),
+            (SECTORS - 2, 2, Status::NonTried)
+        ]
+    );
 }
 
 /// A head whose sectors 3 and 5 no longer read finds its cache by the other 30 and the volume
