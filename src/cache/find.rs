@@ -9,9 +9,10 @@
 //!   sector that read, the volume descriptor's sectors (byte 32768) among them. None: refused,
 //!   saying to pass `--cache`; more than one: refused, naming them.
 //! - `--cache DIR` names the cache: it is checked by the same rules (sector size, size within
-//!   the tolerance, head identity, old identity or readable sectors); a cache made by hand for
-//!   media whose head did not read then (a size-only identity) accepts the head sectors that read
-//!   if its image holds the same bytes wherever it has them.
+//!   the tolerance, head identity, old identity or readable sectors); for a head that did not
+//!   read whole, a named cache is also accepted if no head sector that read differs from it and
+//!   at least one is in it (none needed if the cache was made by hand for a head that did not
+//!   read then: a size-only identity).
 //!
 //! Reads caches only; the caller updates the one it serves (under the image's lock).
 
@@ -32,8 +33,8 @@ pub enum FoundBy {
     Head,
     /// By the identity of caches made by older blkcache (size, sector size, first 64 KiB).
     SizeIdentity,
-    /// Named with `--cache`, made for media whose head did not read: the head sectors it holds
-    /// and that read now are the same.
+    /// Named with `--cache`, the head not read whole: the head sectors it holds and that read
+    /// now are the same.
     Named {
         /// Head sectors compared.
         compared: u64,
@@ -303,10 +304,12 @@ fn matches(cache: &Cache, head: &Head, named: bool) -> Result<Option<FoundBy>, C
             }));
         }
     }
+    // Named by hand: no head sector that read may differ from the cache's, and at least one must
+    // be in it (none needed for a cache made by hand for a head that did not read then).
     let weak = size_only_identity(meta.size, meta.sector_size).to_string();
-    if named && meta.identity == weak {
+    if named && (!head.is_whole() || meta.identity == weak) {
         let held = compare(cache, head)?;
-        if held.differing == 0 {
+        if held.differing == 0 && (held.same > 0 || meta.identity == weak) {
             return Ok(Some(FoundBy::Named {
                 compared: held.same,
                 read: head.sectors_read(),

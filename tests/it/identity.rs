@@ -598,3 +598,65 @@ fn a_cache_named_by_the_older_identity_is_still_found() {
         "{m}"
     );
 }
+
+/// A cache named with `--cache` for a head that does not read whole (here: the volume
+/// descriptor's sector bad) is taken if every head sector that read is the cache's; another
+/// disc's cache is refused, saying how many sectors differ.
+#[test]
+fn a_named_cache_is_checked_by_the_head_sectors_that_read() {
+    let d = Disc::new();
+    let iso = d.drive("disc.iso", 0);
+    let c = d.path("cache");
+    let c_s = c.to_str().unwrap();
+    let o = d.run(&[
+        "add",
+        iso.to_str().unwrap(),
+        "--sector-size",
+        "2048",
+        "--cache",
+        c_s,
+    ]);
+    assert!(stderr(&o).contains("no ublk driver"), "{}", text(&o));
+    let damage = d.damage("vd.map", SECTORS, &[16]);
+    let args = |src: &Path| {
+        vec![
+            src.to_str().unwrap().to_string(),
+            "--sector-size".into(),
+            "2048".into(),
+            "--cache".into(),
+            c_s.into(),
+            "--test-mode".into(),
+            damage.to_str().unwrap().into(),
+        ]
+    };
+    let a = args(&iso);
+    let s = Served::start(&d, &a.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        s.stop(),
+        format!(
+            "blkcache: {}: cache named with --cache; 31 of the 31 head sectors that read (32 in \
+             all) are in it and the same\n",
+            c.display()
+        )
+    );
+    // Another disc, its head differing in sectors 2 and 9.
+    let mut other = d.data.clone();
+    other[2 * SECTOR as usize] ^= 1;
+    other[9 * SECTOR as usize] ^= 1;
+    let b = d.path("b.iso");
+    std::fs::write(&b, other).unwrap();
+    let a = args(&b);
+    let e = Served::start(&d, &a.iter().map(String::as_str).collect::<Vec<_>>())
+        .err()
+        .unwrap();
+    assert_eq!(
+        e,
+        format!(
+            "blkcache: error: cache {} does not hold the first 64 KiB of {} as read now (31 of 32 \
+             sectors read): 2 of them differ from the cache's; refusing to reuse it (remove it or \
+             pass another --cache)\n",
+            c.display(),
+            b.display()
+        )
+    );
+}
