@@ -66,6 +66,15 @@ pub struct StatusArgs {
     pub svg: Option<PathBuf>,
 }
 
+/// `--json`: the report's fields in their order, then the drives of a cache directory.
+#[derive(serde::Serialize)]
+struct WithDrives<'a> {
+    #[serde(flatten)]
+    report: &'a Report,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    drives: &'a [blkcache::cache::DriveRecord],
+}
+
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let path = if args.mapfile.is_dir() {
         args.mapfile.join(blkcache::cache::MAPFILE_FILE)
@@ -91,11 +100,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let report = Report::new(&mapfile);
         let mut out = std::io::stdout().lock();
         if args.json {
-            let mut value = serde_json::to_value(&report)?;
-            if let (Some(obj), false) = (value.as_object_mut(), drives.is_empty()) {
-                obj.insert("drives".into(), serde_json::to_value(&drives)?);
-            }
-            serde_json::to_writer(&mut out, &value)?;
+            let shown = WithDrives {
+                report: &report,
+                drives: &drives,
+            };
+            serde_json::to_writer(&mut out, &shown)?;
             writeln!(out)?;
         } else {
             if args.watch.is_some() && tty {
