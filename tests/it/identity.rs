@@ -660,3 +660,68 @@ fn a_named_cache_is_checked_by_the_head_sectors_that_read() {
         )
     );
 }
+
+/// GNU ddrescue's "Rescued data in mapfile goes past end of input file": a rescue made by
+/// ddrescue from a drive that read the disc 2 sectors larger is adopted and continued by
+/// `fill` in a drive that reads it smaller, keeping every rescued byte (the cache keeps the
+/// larger size); 33 sectors larger is refused.
+#[test]
+fn a_ddrescue_rescue_from_a_larger_drive_is_adopted_whole() {
+    let d = Disc::new();
+    let larger = d.drive("larger.iso", 2);
+    let smaller = d.drive("smaller.iso", 0);
+    let dir = d.path("rescue");
+    std::fs::create_dir(&dir).unwrap();
+    let o = Command::new("ddrescue")
+        .args(["-q", "-b", "2048"])
+        .arg(&larger)
+        .arg(dir.join("image"))
+        .arg(dir.join("mapfile"))
+        .output()
+        .expect("GNU ddrescue (Debian package gddrescue) is needed for this test");
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.run(&[
+        "fill",
+        smaller.to_str().unwrap(),
+        "--sector-size",
+        "2048",
+        "--cache",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let size = (SECTORS + 2) * SECTOR;
+    assert_eq!(meta(&dir)["size"], size);
+    let m = map::load(&dir.join("mapfile")).unwrap().map;
+    assert_eq!(m.size(), size);
+    assert_eq!(m.stats().get(Status::Finished).bytes, size);
+
+    let far = d.drive("far.iso", 35);
+    let dir = d.path("far");
+    std::fs::create_dir(&dir).unwrap();
+    let o = Command::new("ddrescue")
+        .args(["-q", "-b", "2048"])
+        .arg(&far)
+        .arg(dir.join("image"))
+        .arg(dir.join("mapfile"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = d.run(&[
+        "fill",
+        smaller.to_str().unwrap(),
+        "--sector-size",
+        "2048",
+        "--cache",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "blkcache: error: cannot adopt the GNU ddrescue rescue in {}: {} is 686080 bytes but \
+             the source {} has 614400 bytes; not the same media?\n",
+            dir.display(),
+            dir.join("mapfile").display(),
+            smaller.display()
+        )
+    );
+}
