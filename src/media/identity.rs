@@ -272,7 +272,7 @@ pub fn read_head(media: &dyn Media, path: &Path, known_bad: &[u64]) -> Result<He
             end += 1;
         }
         if !read(&mut head, first * sector, (end - first) * sector)? && end - first > 1 {
-            tracing::warn!(path = %path.display(), offset = first * sector,
+            tracing::info!(path = %path.display(), offset = first * sector,
                 "the first 64 KiB did not read whole; reading its sectors one by one");
             for i in first..end {
                 read(&mut head, i * sector, sector)?;
