@@ -3,8 +3,9 @@
 //! Layout (one directory per media, under the state directory unless `--cache DIR` names it):
 //! - `image`: the sparse image, exactly the source's size;
 //! - `mapfile`: the GNU ddrescue mapfile saying which bytes of `image` are cached;
-//! - `blkcache.json`: [`CacheMeta`] (source path, size, sector size, identity, creation time),
-//!   written last when a cache is made, so a directory without it was never used;
+//! - `blkcache.json`: [`CacheMeta`] (source path, size, sector size, identity, creation time, the
+//!   drives that read it), written last when a cache is made, so a directory without it was never
+//!   used; rewritten atomically by the one process holding the image;
 //! - `daemon.log`: the serving daemon's log.
 //!
 //! Two daemons never serve one cache: the image is flocked while open (see `image`). A cache is
@@ -13,8 +14,19 @@
 //! so an interrupted creation (Ctrl-C, a crash) leaves no half-made cache that later adds refuse.
 //! Also holds [`OfflineMedia`], the stand-in source of a cache served with no source present.
 //!
-//! Must never reuse a cache whose size, sector size or identity differs from the source's, nor
-//! overwrite any file of an existing cache: a mismatch is an error naming both values.
+//! Which cache belongs to a source is `find.rs`; how sizes of one disc in different drives are
+//! reconciled, `size.rs`.
+//!
+//! Must never reuse a cache whose sector size or identity differs from the source's, or whose
+//! size differs by more than the tolerance (`size.rs`), nor overwrite any file of an existing
+//! cache: a mismatch is an error naming both values. Never shrinks a cache.
+
+mod drives;
+mod find;
+pub mod size;
+
+pub use drives::{note as note_drive, DriveRecord};
+pub use find::{found_message, known_bad_head, locate, Found, FoundBy};
 
 use std::fs::{self, File, Permissions};
 use std::hash::Hasher;
@@ -67,7 +79,7 @@ pub enum CacheError {
         source: serde_json::Error,
     },
     /// The cache holds another size than the source.
-    #[error("cache {} holds {cache} bytes but the source {source_path} has {source_size} bytes; refusing to reuse it (remove it or pass another --cache)", dir.display())]
+    #[error("cache {} holds {cache} bytes but the source {source_path} has {source_size} bytes, more than {} sectors apart, so it is another disc; refusing to reuse it (remove it or pass another --cache)", dir.display(), size::TOLERANCE_SECTORS)]
     SizeMismatch {
         /// The cache directory.
         dir: PathBuf,
@@ -101,6 +113,41 @@ pub enum CacheError {
         source_identity: String,
         /// The source.
         source_path: String,
+    },
+    /// The head sectors that read now are not the cache's.
+    #[error("cache {} does not hold the first 64 KiB of {source_path} as read now ({read} of {of} sectors read): {why}; refusing to reuse it (remove it or pass another --cache)", dir.display())]
+    HeadMismatch {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The source.
+        source_path: String,
+        /// Head sectors that read, of all.
+        read: u64,
+        of: u64,
+        /// What differs.
+        why: String,
+    },
+    /// A head that did not read whole matches no cache.
+    #[error("the first 64 KiB of {source_path} did not read whole ({read} of {of} sectors read), and no cache in {} holds those sectors and the volume descriptor at byte 32768, so blkcache cannot tell which disc this is; pass --cache DIR: this disc's cache if it has one, or a new directory", state.display())]
+    Unidentified {
+        /// The source.
+        source_path: String,
+        /// Head sectors that read, of all.
+        read: u64,
+        of: u64,
+        /// Where caches were looked for.
+        state: PathBuf,
+    },
+    /// A head that did not read whole matches more than one cache.
+    #[error("the readable sectors of the first 64 KiB of {source_path} ({read} of {of}) match {} caches: {}; pass the right one with --cache DIR", caches.len(), caches.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))]
+    Ambiguous {
+        /// The source.
+        source_path: String,
+        /// Head sectors that read, of all.
+        read: u64,
+        of: u64,
+        /// The caches that match.
+        caches: Vec<PathBuf>,
     },
     /// The image file has the wrong size.
     #[error("image {} has {found} bytes, the cache says {expected}", path.display())]
@@ -204,6 +251,13 @@ pub struct CacheMeta {
     pub created: u64,
     /// blkcache version that made the cache.
     pub version: String,
+    /// The head identity (`media::Head::identity`) of a cache made by older blkcache (whose `identity`
+    /// hashed the size too), recorded once the same disc was found by its old identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_identity: Option<String>,
+    /// Every drive that read the media, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drives: Vec<DriveRecord>,
 }
 
 impl CacheMeta {
@@ -219,8 +273,26 @@ impl CacheMeta {
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
             version,
+            head_identity: None,
+            drives: Vec::new(),
         }
     }
+}
+
+impl CacheMeta {
+    /// What names the disc whatever drive read it: the head identity (recorded in a cache
+    /// made by older blkcache once found by it), else the identity.
+    pub fn disc_identity(&self) -> &str {
+        self.head_identity.as_deref().unwrap_or(&self.identity)
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The state directory for a user: `/var/lib/blkcache` for root, else
@@ -343,15 +415,26 @@ impl Cache {
     /// Opens the cache in `dir` for `source`, creating it (sparse image, all-`?` mapfile, metadata)
     /// when `dir` is missing or empty. Returns the cache and whether it was created.
     pub fn open_or_create(dir: &Path, source: &SourceInfo) -> Result<(Cache, bool), CacheError> {
+        let (cache, created) = Cache::open_or_create_unchecked(dir, source)?;
+        if !created {
+            cache.check_source(source)?;
+        }
+        Ok((cache, created))
+    }
+
+    /// [`open_or_create`](Cache::open_or_create) without comparing an existing cache with the
+    /// source (`find.rs` does, by its rules).
+    pub(crate) fn open_or_create_unchecked(
+        dir: &Path,
+        source: &SourceInfo,
+    ) -> Result<(Cache, bool), CacheError> {
         match fs::metadata(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("stat", dir)(e)),
             Ok(_) => {
                 check_dir(dir, "cache directory")?;
                 if fs::symlink_metadata(dir.join(META_FILE)).is_ok() {
-                    let cache = Cache::open(dir)?;
-                    cache.check_source(source)?;
-                    return Ok((cache, false));
+                    return Ok((Cache::open(dir)?, false));
                 }
                 if fs::symlink_metadata(dir.join(IMAGE_FILE)).is_ok()
                     || fs::symlink_metadata(dir.join(MAPFILE_FILE)).is_ok()
@@ -404,14 +487,61 @@ impl Cache {
         check_file(&cache.mapfile_path())?;
         let image = cache.image_path();
         let found = check_file(&image)?.len();
+        let mut cache = cache;
         if found != cache.meta.size {
-            return Err(CacheError::ImageSize {
-                path: image,
-                expected: cache.meta.size,
-                found,
-            });
+            // A grow interrupted after the image was extended (see `grow`): the image's size.
+            if found < cache.meta.size
+                || size::reconcile(cache.meta.size, found, cache.meta.sector_size).is_none()
+            {
+                return Err(CacheError::ImageSize {
+                    path: image,
+                    expected: cache.meta.size,
+                    found,
+                });
+            }
+            cache.meta.size = found;
         }
         Ok(cache)
+    }
+
+    /// Rewrites `blkcache.json` with `change` applied (atomically). Only for the process that
+    /// holds the image (`Image::open` locks it): two writers would lose each other's changes.
+    pub fn update_meta(&mut self, change: impl FnOnce(&mut CacheMeta)) -> Result<(), CacheError> {
+        let mut meta = self.meta.clone();
+        change(&mut meta);
+        let json = serde_json::to_string_pretty(&meta).map_err(|source| CacheError::BadMeta {
+            path: self.meta_path(),
+            source,
+        })?;
+        files::write_atomic(&self.meta_path(), format!("{json}\n").as_bytes())?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    /// Grows the cache to `size` bytes (`size.rs`: a drive reports the disc larger), under the
+    /// image's lock, given its loaded map: the image is extended sparsely and synced, then the
+    /// map saved with the new bytes non-tried, then the metadata. A crash in between leaves a
+    /// cache that opens at the image's size (see `open`, `load_mapfile`). Returns the grown
+    /// image and map (as they were if there is nothing to grow).
+    pub fn grow(
+        &mut self,
+        image: Image,
+        mut mapfile: Mapfile,
+        size: u64,
+    ) -> Result<(Image, Mapfile), CacheError> {
+        // What is on disk, not what `open` made of an interrupted grow.
+        let path = self.meta_path();
+        let on_disk: CacheMeta = serde_json::from_slice(&read_file(&path)?)
+            .map_err(|source| CacheError::BadMeta { path, source })?;
+        if size <= on_disk.size && image.size() >= size && mapfile.map.size() >= size {
+            return Ok((image, mapfile));
+        }
+        let image = image.grow(size)?;
+        mapfile.map = mapfile.map.extended(size);
+        mapfile.meta.size = Some(size);
+        map::save(&self.mapfile_path(), &mapfile)?;
+        self.update_meta(|meta| meta.size = size)?;
+        Ok((image, mapfile))
     }
 
     /// Makes the cache in a temporary directory beside `dir`, then renames it into place (over
@@ -472,9 +602,10 @@ impl Cache {
         ))
     }
 
-    /// Refuses a source whose size, sector size or identity is not the cache's.
+    /// Refuses a source whose sector size or identity is not the cache's, or whose size is
+    /// not within the tolerance of the cache's (`size.rs`).
     pub fn check_source(&self, source: &SourceInfo) -> Result<(), CacheError> {
-        if self.meta.size != source.size {
+        if size::reconcile(self.meta.size, source.size, self.meta.sector_size).is_none() {
             return Err(CacheError::SizeMismatch {
                 dir: self.dir.clone(),
                 cache: self.meta.size,
@@ -501,15 +632,22 @@ impl Cache {
         Ok(())
     }
 
-    /// Loads the saved mapfile, refusing one that covers another size.
+    /// Loads the saved mapfile, refusing one that covers another size (a map shorter by an
+    /// interrupted grow is extended with non-tried bytes, in memory).
     pub fn load_mapfile(&self) -> Result<Mapfile, CacheError> {
+        let size = self.meta.size;
         let path = self.mapfile_path();
         let bytes = read_file(&path)?;
-        let m = map::parse_bytes(&bytes, &path)?;
-        if m.map.size() != self.meta.size {
+        let mut m = map::parse_bytes(&bytes, &path)?;
+        let found = m.map.size();
+        if found < size && size::reconcile(found, size, self.meta.sector_size).is_some() {
+            m.map = m.map.extended(size);
+            m.meta.size = Some(size);
+        }
+        if m.map.size() != size {
             return Err(CacheError::MapSize {
                 path,
-                expected: self.meta.size,
+                expected: size,
                 map: m.map.size(),
             });
         }
@@ -709,10 +847,16 @@ mod tests {
         Cache::open_or_create(tmp.path(), &source(4096, "disc-1")).unwrap();
         let before = fs::read(tmp.path().join(MAPFILE_FILE)).unwrap();
 
-        let e = Cache::open_or_create(tmp.path(), &source(8192, "disc-1")).unwrap_err();
+        // Within the tolerance (`size.rs`): the same disc read by another drive.
+        Cache::open_or_create(tmp.path(), &source(8192, "disc-1")).unwrap();
+        let far = 4096 + (size::TOLERANCE_SECTORS + 1) * 2048;
+        let e = Cache::open_or_create(tmp.path(), &source(far, "disc-1")).unwrap_err();
         assert!(matches!(e, CacheError::SizeMismatch { .. }));
         let msg = e.to_string();
-        assert!(msg.contains("4096") && msg.contains("8192"), "{msg}");
+        assert!(
+            msg.contains("4096") && msg.contains(&far.to_string()),
+            "{msg}"
+        );
 
         let e = Cache::open_or_create(tmp.path(), &source(4096, "disc-2")).unwrap_err();
         let msg = e.to_string();
@@ -769,10 +913,46 @@ mod tests {
     #[test]
     fn mapfile_of_other_size_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        let (cache, _) = Cache::open_or_create(tmp.path(), &source(4096, "d")).unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(1 << 20, "d")).unwrap();
         map::save(&cache.mapfile_path(), &Mapfile::new(2048, Meta::default())).unwrap();
         let e = cache.load_mapfile().unwrap_err();
         assert!(matches!(e, CacheError::MapSize { map: 2048, .. }), "{e}");
+        // Larger than the cache: never cut.
+        map::save(
+            &cache.mapfile_path(),
+            &Mapfile::new(2 << 20, Meta::default()),
+        )
+        .unwrap();
+        let e = cache.load_mapfile().unwrap_err();
+        assert!(matches!(e, CacheError::MapSize { .. }), "{e}");
+    }
+
+    /// A grow stopped after the image was extended, or after the map was saved: the cache
+    /// opens at the image's size, the map's new bytes non-tried; growing again finishes it.
+    #[test]
+    fn an_interrupted_grow_opens_at_the_image_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, _) = Cache::open_or_create(tmp.path(), &source(8 * 2048, "d")).unwrap();
+        let image = Image::open(&cache.image_path()).unwrap();
+        let image = image.grow(10 * 2048).unwrap();
+        drop(image);
+        let mut reopened = Cache::open(tmp.path()).unwrap();
+        assert_eq!(reopened.meta().size, 10 * 2048);
+        let m = reopened.load_mapfile().unwrap();
+        assert_eq!(m.map.size(), 10 * 2048);
+        assert_eq!(m.map.status_at(9 * 2048), Some(map::Status::NonTried));
+        let image = Image::open(&reopened.image_path()).unwrap();
+        let m = reopened.load_mapfile().unwrap();
+        let (image, _) = reopened.grow(image, m, 10 * 2048).unwrap();
+        assert_eq!(image.size(), 10 * 2048);
+        drop(image);
+        let on_disk: CacheMeta =
+            serde_json::from_slice(&fs::read(reopened.meta_path()).unwrap()).unwrap();
+        assert_eq!(on_disk.size, 10 * 2048);
+        assert_eq!(
+            map::load(&reopened.mapfile_path()).unwrap().map.size(),
+            10 * 2048
+        );
     }
 
     #[test]

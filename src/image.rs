@@ -157,6 +157,26 @@ impl Image {
         Self::finish(file, path, size)
     }
 
+    /// Extends the image to `size` bytes with a hole (nothing written) and syncs it, keeping
+    /// its lock; never shrinks it. For a drive that reports the disc a few sectors larger
+    /// (`cache::size`).
+    pub fn grow(self, size: u64) -> Result<Image, ImageError> {
+        if size <= self.size {
+            return Ok(self);
+        }
+        let Image {
+            file, path, map, ..
+        } = self;
+        drop(map);
+        let err = |source| ImageError::Open {
+            path: path.clone(),
+            source,
+        };
+        file.set_len(size).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        Self::finish(file, &path, size)
+    }
+
     fn finish(file: Flock<File>, path: &Path, size: u64) -> Result<Image, ImageError> {
         let map = if size == 0 {
             None

@@ -6,8 +6,12 @@
 //! one field here; older JSON without it gets the CLI's default.
 //!
 //! [`prepare`] opens the media and identifies it (the one read of its first 64 KiB per start),
-//! then opens or creates its cache; [`start`] builds the engine and the device configuration.
-//! Must never create a cache for media that cannot be served, nor identify media twice.
+//! then finds or creates its cache (`cache::locate`); [`start`] takes the image's lock, grows
+//! the cache if this drive reads the disc larger (`cache::size`), records the drive, builds the
+//! engine, lands the identity read's bytes and failures in the cache through it (as any read:
+//! image, then map), and makes the device configuration.
+//! Must never create a cache for media that cannot be served, nor identify media twice, nor
+//! read the head again for the cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,11 +19,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{self, Cache, CacheError, OfflineMedia, SourceInfo};
-use crate::engine::{Engine, EngineConfig, EngineError, OnBadSector};
+use crate::cache::{self, Cache, CacheError, DriveRecord, FoundBy, OfflineMedia};
+use crate::engine::{Engine, EngineConfig, EngineError, Exact, OnBadSector};
 use crate::image::{Image, ImageError};
 use crate::map::{FileMap, Status};
-use crate::media::{self, FileMedia, Media, MediaError, MediaOptions, TestMedia};
+use crate::media::{self, DriveInfo, FileMedia, Head, Media, MediaError, MediaOptions, TestMedia};
 use crate::ublk::{self, DeviceConfig, ServeError};
 
 /// What to serve and how. Field docs are `blkcache add --help`.
@@ -126,16 +130,6 @@ pub enum StartError {
     /// Offline serving names no cache.
     #[error("--offline needs a cache directory")]
     OfflineNeedsCache,
-    /// A size-only identity would let two damaged discs of one size share a cache.
-    #[error(
-        "the first 64 KiB of {} cannot be read, so blkcache cannot tell this media from other \
-         media of the same size; name its cache yourself with --cache DIR",
-        path.display()
-    )]
-    NoIdentity {
-        /// The source.
-        path: PathBuf,
-    },
     /// Opening or identifying the media failed.
     #[error(transparent)]
     Media(#[from] MediaError),
@@ -186,6 +180,73 @@ pub struct Prepared {
     pub media: Arc<dyn Media>,
     /// Where it is cached.
     pub cache: Cache,
+    /// What the identity read found, and what `start` records (none offline).
+    pub read: Option<HeadRead>,
+}
+
+/// The identity read of a source and what it decided.
+pub struct HeadRead {
+    /// The head's bytes and failures, landed in the cache by `start`.
+    pub head: Head,
+    /// The rule that found the cache.
+    pub found_by: FoundBy,
+    /// The size the cache must have (`cache::size`).
+    pub size: u64,
+    /// What to record in the cache: the drive, and the head identity of an older cache.
+    pub note: Note,
+}
+
+/// What a cache records about the source that reads it (`cache::DriveRecord`).
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// The drive (or file) reading it now.
+    pub drive: DriveRecord,
+    /// The head identity, recorded in a cache found by its older identity.
+    pub head_identity: Option<String>,
+}
+
+impl Prepared {
+    /// What to tell the user about how the cache was found (`None`: nothing unusual).
+    pub fn found(&self) -> Option<String> {
+        let read = self.read.as_ref()?;
+        cache::found_message(
+            self.cache.dir(),
+            &read.found_by,
+            self.cache.meta().size,
+            self.media.size(),
+        )
+    }
+}
+
+/// The record of the drive (or file, or test-mode source) `source` that `media` reads.
+pub fn drive_record(cfg: &ServeConfig, source: &Path, media: &dyn Media) -> DriveRecord {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(source).ok();
+    let block = meta
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_block_device());
+    let info = match &meta {
+        Some(m) if block => DriveInfo::of_device(m.rdev()),
+        _ => DriveInfo::default(),
+    };
+    let kind = match (&cfg.test_mode, block) {
+        (Some(_), _) => "test-mode",
+        (None, true) => "drive",
+        (None, false) => "file",
+    };
+    let now = cache::now();
+    DriveRecord {
+        kind: kind.to_string(),
+        path: source.display().to_string(),
+        vendor: info.vendor,
+        model: info.model,
+        rev: info.rev,
+        serial: info.serial,
+        size: media.size(),
+        first_seen: now,
+        last_seen: now,
+        uses: 1,
+    }
 }
 
 /// Opens and identifies the media, then opens or creates its cache. Nothing is created for
@@ -197,31 +258,107 @@ pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
         return Ok(Prepared {
             media: Arc::new(OfflineMedia::new(&cache)),
             cache,
+            read: None,
         });
     };
     let media = open_media(cfg, source)?;
     ublk::check_geometry(media.size(), media.sector_size())?;
-    let identity = media::fingerprint(media.as_ref(), source)?;
-    let info = SourceInfo {
-        path: source.display().to_string(),
-        size: media.size(),
-        sector_size: media.sector_size(),
-        identity: identity.to_string(),
-    };
-    let dir = match &cfg.cache {
-        Some(d) => d.clone(),
-        None if !identity.head_read => {
-            return Err(StartError::NoIdentity {
-                path: source.clone(),
-            })
+    let known_bad = cache::known_bad_head(cfg.cache.as_deref(), media.size(), media.sector_size());
+    let head = media::read_head(media.as_ref(), source, &known_bad)?;
+    let found = cache::locate(cfg.cache.as_deref(), &source.display().to_string(), &head)?;
+    ublk::check_geometry(found.size, media.sector_size())?;
+    match found.by.describe() {
+        _ if found.by == FoundBy::New => {
+            tracing::info!(cache = %found.cache.dir().display(), source = %source.display(), "new cache")
         }
-        None => cache::default_dir(&info.identity)?,
-    };
-    let (cache, created) = Cache::open_or_create(&dir, &info)?;
-    if created {
-        tracing::info!(cache = %dir.display(), source = %info.path, "new cache");
+        Some(how) => tracing::info!(cache = %found.cache.dir().display(), "{how}"),
+        None => {}
     }
-    Ok(Prepared { media, cache })
+    let note = Note {
+        drive: drive_record(cfg, source, media.as_ref()),
+        head_identity: found.head_identity.clone(),
+    };
+    Ok(Prepared {
+        media,
+        cache: found.cache,
+        read: Some(HeadRead {
+            head,
+            found_by: found.by,
+            size: found.size,
+            note,
+        }),
+    })
+}
+
+/// Opens `cache`'s image (taking its lock) and builds the engine over it and `media`: first
+/// grows the cache to `size` (a drive that reads the disc larger; `cache::size`) and records
+/// `note` (the drive, an older cache's head identity) in its metadata. `blkcache fill` too.
+pub fn open_engine(
+    cache: &mut Cache,
+    media: Arc<dyn Media>,
+    grown: Option<(u64, &Note)>,
+    ecfg: EngineConfig,
+) -> Result<Engine, StartError> {
+    let mut image = Image::open(&cache.image_path())?;
+    // Loaded (and so checked) before anything of the cache is written.
+    let mut mapfile = cache.load_mapfile()?;
+    if let Some((size, note)) = grown {
+        (image, mapfile) = cache.grow(image, mapfile, size)?;
+        cache.update_meta(|m| {
+            if let Some(id) = &note.head_identity {
+                if m.identity != *id && m.head_identity.is_none() {
+                    m.head_identity = Some(id.clone());
+                }
+            }
+            cache::note_drive(&mut m.drives, note.drive.clone());
+        })?;
+    }
+    Ok(Engine::new(
+        media,
+        image,
+        mapfile,
+        cache.mapfile_path(),
+        ecfg,
+    )?)
+}
+
+/// Lands the identity read in the cache through the engine, as any media read lands (bytes
+/// written, then marked `+`; a failed read marks `*` for more than a sector, else `-`): the
+/// head is not read again, and what it cost is not thrown away. Bytes already `+` are kept.
+pub fn land_head(engine: &Engine, head: &Head) -> Result<(), EngineError> {
+    let end = head.len().min(engine.size());
+    for r in head.reads() {
+        if r.pos >= end {
+            continue;
+        }
+        let len = r.len.min(end - r.pos);
+        let ranges: Vec<(u64, u64)> = match &r.error {
+            // Every part of a read that succeeded that is not cached yet.
+            None => engine.with_map(|m| {
+                m.map
+                    .runs(r.pos, len)
+                    .filter(|run| run.status != Status::Finished)
+                    .map(|run| (run.pos, run.len))
+                    .collect()
+            }),
+            // A failure marks only a range of one status (else it is not ddrescue's rule).
+            Some(_) => vec![(r.pos, len)],
+        };
+        for (pos, len) in ranges {
+            let Exact::Fetch(mut fetch) = engine.claim_exact(pos, len)? else {
+                continue;
+            };
+            engine.read_done(&mut fetch);
+            let data = match &r.error {
+                None => Ok(head.read_bytes(fetch.offset, fetch.len as u64)),
+                Some(e) => Err(std::io::Error::from_raw_os_error(
+                    e.raw_os_error().unwrap_or(libc::EIO),
+                )),
+            };
+            engine.complete(fetch, data)?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens `source` read-only as `cfg` says: plain, or as test-mode media (a damage map and/or a
@@ -250,10 +387,8 @@ pub fn start(
     cfg: &ServeConfig,
     prepared: &Prepared,
 ) -> Result<(Arc<Engine>, DeviceConfig), StartError> {
-    let cache = &prepared.cache;
+    let mut cache = prepared.cache.clone();
     let media = prepared.media.clone();
-    let image = Image::open(&cache.image_path())?;
-    let mapfile = cache.load_mapfile()?;
     let mut ecfg = EngineConfig::default();
     if let Some(rs) = cfg.read_size {
         ecfg.read_size = rs as usize;
@@ -263,13 +398,26 @@ pub fn start(
         ecfg.read_ahead = ra;
     }
     ecfg.on_bad_sector = cfg.on_bad_sector;
-    let engine = Engine::new(media.clone(), image, mapfile, cache.mapfile_path(), ecfg)?;
+    let read = prepared.read.as_ref();
+    let engine = open_engine(
+        &mut cache,
+        media.clone(),
+        read.map(|r| (r.size, &r.note)),
+        ecfg,
+    )?;
+    if let Some(r) = read {
+        land_head(&engine, &r.head)?;
+        // Kept even if serving fails to start (image synced, then the map saved).
+        if engine.is_dirty() {
+            engine.save()?;
+        }
+    }
     let device = DeviceConfig {
         serve: ServeConfig {
             cache: Some(cache.dir().to_path_buf()),
             ..cfg.clone()
         },
-        size: media.size(),
+        size: engine.size(),
         sector_size: media.sector_size(),
         io_buf_bytes: ublk::IO_BUF_BYTES,
         pid: std::process::id() as i32,

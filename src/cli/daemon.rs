@@ -61,20 +61,28 @@ pub(super) struct Added {
     pub cache: PathBuf,
     pub size: u64,
     pub sector_size: u32,
+    /// How the cache was found, when it is worth saying (`Prepared::found`): a damaged head, an
+    /// older cache, a drive that reads the disc smaller or larger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<String>,
 }
 
 impl Added {
-    fn new(device: &str, cfg: &DeviceConfig) -> Added {
+    fn new(device: &str, cfg: &DeviceConfig, found: Option<String>) -> Added {
         Added {
             device: device.to_string(),
             source: cfg.source().map(Path::to_path_buf),
             cache: cfg.cache().to_path_buf(),
             size: cfg.size,
             sector_size: cfg.sector_size,
+            found,
         }
     }
 
     pub fn print(&self, json: bool) -> anyhow::Result<()> {
+        if let (Some(found), false) = (&self.found, json) {
+            eprintln!("blkcache: {found}");
+        }
         let mut out = std::io::stdout().lock();
         if json {
             writeln!(out, "{}", serde_json::to_string(self)?)?;
@@ -112,13 +120,14 @@ pub(super) fn serve_here(
     let (engine, config) = serve::start(cfg, &prepared)?;
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
+    let found = prepared.found();
     let spec = DeviceSpec {
         config,
         recover,
         end_on_media_change,
     };
     let ended = serve_filling(cfg, engine, spec, move |device| {
-        if let Err(e) = Added::new(device, &shown).print(json) {
+        if let Err(e) = Added::new(device, &shown, found).print(json) {
             tracing::warn!(error = %e, "cannot print the device");
         }
     })?;
@@ -358,6 +367,7 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
     let (engine, config) = serve::start(&args.config, &prepared)?;
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
+    let found = prepared.found();
     let ready_pipe = pipe.clone();
     // A new device nobody waits for (the caller got Ctrl-C) is stopped again; a recovered one
     // may hold a mounted file system and keeps serving.
@@ -368,7 +378,7 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
         end_on_media_change: false,
     };
     serve_filling(&args.config, engine, spec, move |device| {
-        let line = serde_json::to_string(&Added::new(device, &shown)).unwrap_or_default();
+        let line = serde_json::to_string(&Added::new(device, &shown, found)).unwrap_or_default();
         if !send(&ready_pipe, &format!("ready {line}"), true) && fresh {
             tracing::warn!(device, "the caller of add is gone (Ctrl-C?): stopping");
             let _ =

@@ -20,13 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use nix::sys::signal::{SigSet, Signal};
 
-use blkcache::cache::{self, Cache, SourceInfo, META_FILE};
+use blkcache::cache::{self, Found, FoundBy, SourceInfo};
 use blkcache::control::{self, ControlError, Reply, Request};
 use blkcache::engine::{Engine, EngineConfig};
-use blkcache::image::Image;
 use blkcache::map::stats::format_num;
-
-use blkcache::media::identity::{identity_from_head, size_only_identity};
 use blkcache::rescue::{self, adopt, FillOptions, Live, Source, Summary};
 
 use blkcache::serve::{self, parse_bytes, ServeConfig};
@@ -262,35 +259,35 @@ pub fn run(args: FillArgs) -> anyhow::Result<ExitCode> {
     let mut source = Source::new(media.clone());
     if args.reopen_on_error {
         let path = source_path.clone();
-        source = source.with_reopen(Box::new(move || serve::open_media(&media_cfg, &path)));
+        let cfg = media_cfg.clone();
+        source = source.with_reopen(Box::new(move || serve::open_media(&cfg, &path)));
     }
 
-    let (dir, info) = identify(&args, &opts, &source_path, &mut source)?;
-    if control::connect(&dir)?.is_some() {
+    let found = identify(&args, &opts, &source_path, &mut source)?;
+    if control::connect(found.cache.dir())?.is_some() {
         // A daemon serves this cache: it is the one writer, so it fills.
-        return in_daemon(&args, &dir, opts, signals);
+        return in_daemon(&args, found.cache.dir(), opts, signals);
     }
-    if adopt::is_ddrescue_dir(&dir) {
-        adopt::adopt(&dir, &info).with_context(|| {
-            format!("cannot adopt the GNU ddrescue rescue in {}", dir.display())
-        })?;
-        tracing::info!(cache = %dir.display(), "adopted a GNU ddrescue image and mapfile");
+    let mut cache = found.cache;
+    if found.by == FoundBy::New {
+        tracing::info!(cache = %cache.dir().display(), source = %source_path.display(), "new cache");
+    } else if let Some(how) =
+        cache::found_message(cache.dir(), &found.by, cache.meta().size, media.size())
+    {
+        eprintln!("blkcache: {how}");
     }
-    let (cache, created) = Cache::open_or_create(&dir, &info)?;
-    if created {
-        tracing::info!(cache = %dir.display(), source = %info.path, "new cache");
-    }
-    let image = Image::open(&cache.image_path())?;
-    let mapfile = cache.load_mapfile()?;
+    let note = serve::Note {
+        drive: serve::drive_record(&media_cfg, &source_path, media.as_ref()),
+        head_identity: found.head_identity,
+    };
     let ecfg = EngineConfig {
         save_interval: Duration::from_secs(args.mapfile_interval),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(
+    let engine = Arc::new(serve::open_engine(
+        &mut cache,
         media,
-        image,
-        mapfile,
-        cache.mapfile_path(),
+        Some((found.size, &note)),
         ecfg,
     )?);
 
@@ -428,14 +425,14 @@ fn in_daemon(
     Ok(ExitCode::from(summary.exit_status()))
 }
 
-/// Finds the cache directory and the source's facts, reading the source's start only when the
-/// identity needs it (the fill then reuses that read).
+/// Reads the source's start (the fill then reuses that read) and finds its cache by it
+/// (`cache::locate`), adopting a GNU ddrescue directory named with `--cache` first.
 fn identify(
     args: &FillArgs,
     opts: &FillOptions,
     source_path: &Path,
     source: &mut Source,
-) -> anyhow::Result<(PathBuf, SourceInfo)> {
+) -> anyhow::Result<Found> {
     let media = source.media().clone();
     let (size, sector_size) = (media.size(), media.sector_size());
     let dir = args
@@ -444,37 +441,16 @@ fn identify(
         .map(std::path::absolute)
         .transpose()
         .context("bad cache path")?;
-    let weak = size_only_identity(size, sector_size);
-    // A cache made without the head (unreadable then) cannot be checked by reading it now.
-    let recorded = dir
-        .as_deref()
-        .filter(|d| d.join(META_FILE).exists())
-        .map(Cache::open)
-        .transpose()?
-        .map(|c| c.meta().identity.clone());
-    let identity = if recorded.as_deref() == Some(weak.to_string().as_str()) {
-        weak
-    } else {
-        let piece = rescue::cluster_bytes(opts, u64::from(sector_size));
-        let head = source.read_head(piece);
-        identity_from_head(size, sector_size, source_path, head.identity_read())?
-    };
-    let info = SourceInfo {
-        path: source_path.display().to_string(),
-        size,
-        sector_size,
-        identity: identity.to_string(),
-    };
-    let dir = match dir {
-        Some(d) => d,
-        None if !identity.head_read => bail!(
-            "the first 64 KiB of {} cannot be read, so blkcache cannot tell this media from other \
-             media of the same size; name its cache yourself with --cache DIR",
-            source_path.display()
-        ),
-        None => cache::default_dir(&info.identity)?,
-    };
-    Ok((dir, info))
+    let piece = rescue::cluster_bytes(opts, u64::from(sector_size));
+    let head = source.read_head(piece).media_head(size, sector_size);
+    let path = source_path.display().to_string();
+    if let Some(dir) = dir.as_deref().filter(|d| adopt::is_ddrescue_dir(d)) {
+        adopt::adopt(dir, &SourceInfo::of_head(&path, &head)).with_context(|| {
+            format!("cannot adopt the GNU ddrescue rescue in {}", dir.display())
+        })?;
+        tracing::info!(cache = %dir.display(), "adopted a GNU ddrescue image and mapfile");
+    }
+    Ok(cache::locate(dir.as_deref(), &path, &head)?)
 }
 
 fn stop_signals() -> SigSet {

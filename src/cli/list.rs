@@ -1,7 +1,8 @@
 //! `blkcache list [--json]`: the blkcache devices, their source, cache, share cached and state.
 //!
 //! The share cached comes from the saved mapfile, so it lags the daemon by up to one save
-//! interval; the cache state (ok, full, failed) from what the daemon publishes, within a second.
+//! interval; the cache state (ok, full, failed) from what the daemon publishes, within a second;
+//! the drives that read the disc from the cache's metadata (`cache::DriveRecord`).
 //! Must never list devices of other ublk targets.
 
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use blkcache::cache::Cache;
+use blkcache::cache::{Cache, DriveRecord};
 use blkcache::engine::CacheHealth;
 use blkcache::map::Status;
 use blkcache::nbd::kernel::{self, KernelDevice};
@@ -54,14 +55,20 @@ struct Row {
     log: String,
     /// The kernel driver: ublk or nbd.
     kind: &'static str,
+    /// Every drive (or file) that read the disc, oldest first.
+    drives: Vec<DriveRecord>,
 }
 
-/// Bytes cached as of the last map save, and their share of `size`.
-fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>) {
-    let cached = Cache::open(cache)
-        .and_then(|c| c.load_mapfile())
-        .map(|m| m.map.stats().get(Status::Finished).bytes)
-        .ok();
+/// Bytes cached as of the last map save, their share of `size`, and the drives that read it.
+fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>, Vec<DriveRecord>) {
+    let cache = Cache::open(cache).ok();
+    let drives = cache
+        .as_ref()
+        .map(|c| c.meta().drives.clone())
+        .unwrap_or_default();
+    let cached = cache
+        .and_then(|c| c.load_mapfile().ok())
+        .map(|m| m.map.stats().get(Status::Finished).bytes);
     let percent = cached.map(|c| {
         if size == 0 {
             100.0
@@ -69,11 +76,11 @@ fn cached(cache: &std::path::Path, size: u64) -> (Option<u64>, Option<f64>) {
             (c as f64 * 1000.0 / size as f64).round() / 10.0
         }
     });
-    (cached, percent)
+    (cached, percent, drives)
 }
 
 fn row(d: &Device) -> Row {
-    let (cached, percent) = cached(d.config.cache(), d.config.size);
+    let (cached, percent, drives) = cached(d.config.cache(), d.config.size);
     let health = d
         .daemon_alive
         .then(|| published_health(&ublk::health_path(d.id), d.pid))
@@ -96,6 +103,7 @@ fn row(d: &Device) -> Row {
         cache_state: health.as_ref().map(CacheHealth::as_str),
         cache_error: health.and_then(cache_error),
         log: d.config.log.display().to_string(),
+        drives,
     }
 }
 
@@ -108,7 +116,7 @@ fn cache_error(health: CacheHealth) -> Option<String> {
 }
 
 fn nbd_row(d: &KernelDevice) -> Row {
-    let (cached, percent) = cached(d.config.cache(), d.config.size);
+    let (cached, percent, drives) = cached(d.config.cache(), d.config.size);
     let health = d
         .daemon_alive
         .then(|| published_health(&kernel::health_path(d.index), d.config.pid))
@@ -136,6 +144,7 @@ fn nbd_row(d: &KernelDevice) -> Row {
         cache_state: health.as_ref().map(CacheHealth::as_str),
         cache_error: health.and_then(cache_error),
         log: d.config.log.display().to_string(),
+        drives,
     }
 }
 
@@ -193,6 +202,9 @@ pub fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
             r.source.as_deref().unwrap_or("(offline)"),
             r.cache
         )?;
+        for d in &r.drives {
+            writeln!(out, "{:<14} read by {}", "", d.describe())?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use blkcache::cache::{Cache, SourceInfo, META_FILE};
+use blkcache::cache::{size, Cache, SourceInfo, META_FILE};
 use blkcache::image::Image;
 use blkcache::map::{self, Mapfile, Phase, Status};
 use blkcache::rescue::merge::{self, Conflict, Input};
@@ -20,7 +20,8 @@ use blkcache::rescue::merge::{self, Conflict, Input};
 /// the others keep the first input's status, as `ddrescuelog --or-mapfile` does. Sectors two
 /// inputs hold with different bytes are conflicts: listed, left non-tried in OUTPUT (a later
 /// `fill` reads them again), and the exit status is 2. The inputs must be caches of the same
-/// media (identity, size, sector size); they are only read.
+/// media (identity and sector size; sizes within the tolerance of drives that read one disc a
+/// few sectors apart, OUTPUT then having the largest); they are only read.
 #[derive(Debug, clap::Args)]
 pub struct MergeArgs {
     /// The caches to merge (two or more).
@@ -54,22 +55,38 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let want = first.meta().clone();
     for (c, _) in &caches[1..] {
         let m = c.meta();
-        if (m.identity.as_str(), m.size, m.sector_size)
-            != (want.identity.as_str(), want.size, want.sector_size)
-        {
+        if (m.disc_identity(), m.sector_size) != (want.disc_identity(), want.sector_size) {
             bail!(
-                "{} and {} are caches of different media (identity {} vs {}, size {} vs {}, sector size {} vs {}); only caches of the same disc can be merged",
+                "{} and {} are caches of different media (identity {} vs {}, sector size {} vs {}); only caches of the same disc can be merged",
                 first.dir().display(),
                 c.dir().display(),
-                want.identity,
-                m.identity,
-                want.size,
-                m.size,
+                want.disc_identity(),
+                m.disc_identity(),
                 want.sector_size,
                 m.sector_size
             );
         }
     }
+    // Drives read one disc a few sectors apart: the largest size, if all are within the
+    // tolerance (`cache::size`), as `add` does.
+    let by_size = |c: &&(Cache, _)| c.0.meta().size;
+    let (small, large) = (
+        caches.iter().min_by_key(by_size).map(|c| &c.0),
+        caches.iter().max_by_key(by_size).map(|c| &c.0),
+    );
+    let (Some(small), Some(large)) = (small, large) else {
+        bail!("nothing to merge");
+    };
+    let Some(size) = size::reconcile(small.meta().size, large.meta().size, want.sector_size) else {
+        bail!(
+            "{} holds {} bytes and {} holds {} bytes, more than {} sectors apart, so they are not the same disc; only caches of the same disc can be merged",
+            small.dir().display(),
+            small.meta().size,
+            large.dir().display(),
+            large.meta().size,
+            size::TOLERANCE_SECTORS
+        );
+    };
     if args.output.join(META_FILE).exists() {
         bail!(
             "{} is already a cache; merge writes a new one",
@@ -78,9 +95,9 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     }
     let info = SourceInfo {
         path: want.source.clone(),
-        size: want.size,
+        size,
         sector_size: want.sector_size,
-        identity: want.identity.clone(),
+        identity: want.disc_identity().to_string(),
     };
     let (out, _) = Cache::open_or_create(&args.output, &info)?;
     let image = Image::open(&out.image_path())?;
@@ -93,7 +110,7 @@ pub fn run(args: MergeArgs) -> anyhow::Result<ExitCode> {
     let merged = merge::merge(&inputs, &image, u64::from(want.sector_size))?;
     let mut mapfile = out.load_mapfile()?;
     mapfile.map = merged.map.clone();
-    if merged.map.stats().get(Status::Finished).bytes == want.size {
+    if merged.map.stats().get(Status::Finished).bytes == size {
         mapfile.current_status = Phase::Finished;
     }
     // The image was synced by merge: now the map may claim its bytes.

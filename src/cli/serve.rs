@@ -93,6 +93,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = serve_config(&args)?;
     let opened = serve::prepare(&cfg)?;
     let (engine, _) = serve::start(&cfg, &opened)?;
+    if let Some(found) = opened.found() {
+        eprintln!("blkcache: {found}");
+    }
     let listener = match (&args.socket, args.listen) {
         (Some(path), _) => Listener::unix(path)?,
         (None, Some(addr)) => {

@@ -87,6 +87,9 @@ struct Json<'a> {
     live: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     daemon: Option<serde_json::Value>,
+    /// For a cache: the drives that read its disc.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    drives: &'a [blkcache::cache::DriveRecord],
 }
 
 /// How long `status` waits for a daemon's answer before showing the saved map.
@@ -187,6 +190,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         && std::env::var_os("NO_COLOR").is_none()
         && std::env::var("TERM").map_or(true, |t| t != "dumb");
     let mut rate = Rate(None);
+    // A cache: the drives that read its disc, printed after the figures.
+    let drives = target
+        .cache
+        .as_deref()
+        .and_then(|c| blkcache::cache::Cache::open(c).ok())
+        .map(|c| c.meta().drives.clone())
+        .unwrap_or_default();
     loop {
         let live = target.cache.as_deref().and_then(ask_daemon);
         let read_rate = rate.update(live.as_ref());
@@ -219,6 +229,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                         "fill": l.fill,
                     })
                 }),
+                drives: &drives,
             };
             serde_json::to_writer(&mut out, &v)?;
             writeln!(out)?;
@@ -232,6 +243,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 writeln!(out)?;
             }
             out.write_all(report.to_text().as_bytes())?;
+            for d in &drives {
+                writeln!(out, "         read by: {}", d.describe())?;
+            }
             out.write_all(live_text(live.as_ref(), read_rate, target.cache.is_some()).as_bytes())?;
         }
         out.flush()?;

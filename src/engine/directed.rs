@@ -34,7 +34,9 @@ impl Engine {
     /// Claims exactly `[pos, pos + len)` for one media read, if it lies in one run of a single
     /// unfinished status and no byte of it is claimed. A failed read of it marks it `*` when it
     /// is non-tried and longer than a sector, else `-` (GNU ddrescue's rule: a failed read of
-    /// more than one sector leaves it for trimming). Refused once the media changed.
+    /// more than one sector leaves it for trimming). Refused once the media changed. A range
+    /// past the end of the media in this drive (`cache::size`) is clipped there, or `Changed`
+    /// if it starts past it.
     pub fn claim_exact(&self, pos: u64, len: u64) -> Result<Exact, EngineError> {
         let inner = &self.inner;
         let end = pos
@@ -45,6 +47,11 @@ impl Engine {
                 len: len as usize,
                 size: inner.size,
             })?;
+        if pos >= inner.media_end {
+            return Ok(Exact::Changed);
+        }
+        let end = end.min(inner.media_end);
+        let len = end - pos;
         let fetch = {
             let mut state = lock(&inner.state);
             let Some(run) = state.mapfile.map.extent_at(pos) else {
@@ -64,7 +71,10 @@ impl Engine {
                 FetchKind::Sector
             };
             let offset = pos - pos % sector;
-            let io_end = end.div_ceil(sector).saturating_mul(sector).min(inner.size);
+            let io_end = end
+                .div_ceil(sector)
+                .saturating_mul(sector)
+                .min(inner.media_end);
             Fetch {
                 offset,
                 len: (io_end - offset) as usize,

@@ -38,6 +38,18 @@ pub enum EngineError {
         /// Start of the media read that was refused or discarded.
         offset: u64,
     },
+    /// The bytes lie past the end of the media in this drive (a drive that reports the disc a
+    /// few sectors smaller than the cache: `cache::size`) and are not cached; nothing is marked.
+    #[error(
+        "bytes at offset {offset} are past the end of the media in this drive ({media_end} bytes) \
+         and not cached; a drive that reads the disc larger can read them"
+    )]
+    PastMediaEnd {
+        /// The first such byte the request needs.
+        offset: u64,
+        /// The media's size in this drive.
+        media_end: u64,
+    },
     /// The image could not be read (a failing disk, a truncated image) or synced.
     #[error(transparent)]
     Image(#[from] ImageError),

@@ -172,6 +172,9 @@ pub(crate) struct Inner {
     mapfile_path: PathBuf,
     cfg: EngineConfig,
     size: u64,
+    /// The media's size: at most `size` (a drive may report the disc a few sectors smaller
+    /// than its cache, `cache::size`); bytes past it are never read from the media.
+    media_end: u64,
     sector: u64,
     state: Mutex<State>,
     /// Signalled whenever a claim is released.
@@ -231,8 +234,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Engine {
-    /// Joins media, image and mapfile; checks they describe the same media (size, sector size).
-    /// On a mismatch nothing is written anywhere.
+    /// Joins media, image and mapfile; checks they describe the same media (sector size; image
+    /// and map of one size, the media's or, for a drive that reports the disc a few sectors
+    /// smaller, larger: the bytes past the media's end are served if cached, else fail with
+    /// `PastMediaEnd`). On a mismatch nothing is written anywhere.
     pub fn new(
         media: Arc<dyn Media>,
         image: Image,
@@ -240,15 +245,16 @@ impl Engine {
         mapfile_path: PathBuf,
         cfg: EngineConfig,
     ) -> Result<Engine, EngineError> {
-        let size = media.size();
+        let size = mapfile.map.size();
+        let media_end = media.size();
         let sector_size = media.sector_size();
         let sector = u64::from(sector_size);
-        if mapfile.map.size() != size {
+        if media_end > size {
             return Err(EngineError::SizeMismatch {
                 what: "mapfile",
                 path: mapfile_path,
-                found: mapfile.map.size(),
-                expected: size,
+                found: size,
+                expected: media_end,
             });
         }
         if let Some(recorded) = mapfile.meta.size.filter(|&s| s != size) {
@@ -292,6 +298,7 @@ impl Engine {
             mapfile_path,
             cfg,
             size,
+            media_end,
             sector,
             state: Mutex::new(State {
                 mapfile,

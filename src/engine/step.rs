@@ -98,6 +98,16 @@ impl Engine {
                     continue;
                 }
             }
+            if run.status != Status::Finished
+                && req.pos >= inner.media_end
+                && !(run.status == Status::BadSector && inner.cfg.bad_retries == 0)
+            {
+                // Past the end of the media in this drive: only cached bytes are there.
+                return Err(EngineError::PastMediaEnd {
+                    offset: req.pos,
+                    media_end: inner.media_end,
+                });
+            }
             match run.status {
                 Status::Finished => {
                     // `+` is never claimed nor written again: copying after unlocking is safe.
@@ -204,7 +214,7 @@ impl Engine {
         let sector = inner.sector;
         let (free_lo, free_hi) = state.claims.free_around(req.pos);
         let lo = win_lo.max(run.pos).max(free_lo);
-        let hi = win_hi.min(run.end()).min(free_hi).min(inner.size);
+        let hi = win_hi.min(run.end()).min(free_hi).min(inner.media_end);
         debug_assert!(lo <= req.pos && req.pos < hi);
         state.claims.insert(lo, hi, true);
         // A fetch within one sector is already as narrow as it gets: its failure marks `-`.
@@ -216,7 +226,10 @@ impl Engine {
             FetchKind::Sector
         };
         let offset = align_down(lo, sector);
-        let io_end = hi.div_ceil(sector).saturating_mul(sector).min(inner.size);
+        let io_end = hi
+            .div_ceil(sector)
+            .saturating_mul(sector)
+            .min(inner.media_end);
         req.used_media = true;
         if kind == FetchKind::Sector && run.status != Status::BadSector {
             // Should this read fail, the sector becomes bad inside this request: it has had its

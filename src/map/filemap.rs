@@ -143,6 +143,21 @@ impl FileMap {
         })
     }
 
+    /// This map grown to `size` bytes, the new bytes non-tried (a larger map is returned as
+    /// it is: a map is never cut).
+    pub fn extended(&self, size: u64) -> FileMap {
+        if size <= self.size {
+            return self.clone();
+        }
+        let tail = Run {
+            pos: self.size,
+            len: size - self.size,
+            status: Status::NonTried,
+        };
+        // Runs of a valid map plus a contiguous tail: always valid (an empty map: the tail).
+        FileMap::from_runs(self.iter().chain([tail])).unwrap_or_else(|| FileMap::new(size))
+    }
+
     /// Size of the domain in bytes.
     pub fn size(&self) -> u64 {
         self.size

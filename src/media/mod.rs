@@ -9,12 +9,14 @@
 //!                 └─ TestMedia   a FileMedia + a ddrescue damage map, latency, read counts
 //!   ReadPlan                     how one read is done (delay, then error or descriptor), the
 //!                                same for Media::read_at and the ublk queues' io_uring
-//!   identity::fingerprint(&dyn Media) -> Identity   (size, sector size, first 64 KiB)
+//!   identity::read_head(&dyn Media) -> Head         (first 64 KiB, sector by sector if damaged)
+//!   DriveInfo                                       (vendor, model, rev, serial from sysfs/udev)
 //!   AlignedBuf                                      (4096-aligned buffers for O_DIRECT)
 //! ```
 
 mod aligned;
 mod change;
+mod drive;
 mod file;
 pub mod identity;
 mod ioctl;
@@ -26,8 +28,9 @@ use std::io;
 use std::path::PathBuf;
 
 pub use aligned::{is_aligned, AlignedBuf, ALIGN};
+pub use drive::DriveInfo;
 pub use file::{FileMedia, MediaOptions};
-pub use identity::{fingerprint, Identity};
+pub use identity::{fingerprint, read_head, Head, Identity};
 pub use plan::{ReadPlan, ReadSource};
 pub use testmode::TestMedia;
 pub use tray::eject;

@@ -5,14 +5,16 @@
 //! to read (`-s`, or the last `+` block of a `-H` test map): the image is extended with a hole
 //! and the map with non-tried bytes up to the source's size. Order: image, then map (saved
 //! atomically, with blkcache's metadata), then `blkcache.json` last, which marks the directory
-//! as a cache. Never shrinks anything: an image or map larger than the source is refused.
+//! as a cache. Never shrinks anything: an image or map larger than the source by a few sectors
+//! (ddrescue run with a drive that reads the disc larger: `cache::size`) makes the cache that
+//! size; larger still is refused.
 
 use std::fs::OpenOptions;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::cache::{CacheMeta, SourceInfo, IMAGE_FILE, MAPFILE_FILE, META_FILE};
-use crate::map::{self, FileMap, MapError, Meta, Run, Status};
+use crate::cache::{size, CacheMeta, SourceInfo, IMAGE_FILE, MAPFILE_FILE, META_FILE};
+use crate::map::{self, MapError, Meta};
 
 /// Why a ddrescue directory cannot be adopted.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +84,8 @@ pub fn adopt(dir: &Path, source: &SourceInfo) -> Result<(), AdoptError> {
         source_path: source.path.clone(),
     };
     let mut m = map::load(&mapfile)?;
-    if m.map.size() > source.size {
+    let within = |found: u64| size::reconcile(source.size, found, source.sector_size).is_some();
+    if !within(m.map.size()) && m.map.size() > source.size {
         return Err(larger(&mapfile, m.map.size()));
     }
     let io_err = |op, path: &Path| {
@@ -94,28 +97,21 @@ pub fn adopt(dir: &Path, source: &SourceInfo) -> Result<(), AdoptError> {
         .open(&image)
         .map_err(io_err("open image", &image))?;
     let len = file.metadata().map_err(io_err("stat image", &image))?.len();
-    if len > source.size {
+    if !within(len) && len > source.size {
         return Err(larger(&image, len));
     }
-    if len < source.size {
+    let size = source.size.max(len).max(m.map.size());
+    let source = &SourceInfo {
+        size,
+        ..source.clone()
+    };
+    if len < size {
         // A hole: nothing is written, and the map claims none of it.
-        file.set_len(source.size)
-            .map_err(io_err("extend image", &image))?;
+        file.set_len(size).map_err(io_err("extend image", &image))?;
         file.sync_all().map_err(io_err("fsync image", &image))?;
     }
     drop(file);
-    let old = m.map.size();
-    if old < source.size {
-        let tail = Run {
-            pos: old,
-            len: source.size - old,
-            status: Status::NonTried,
-        };
-        m.map = FileMap::from_runs(m.map.iter().chain([tail])).unwrap_or_else(|| {
-            // Only reachable with an empty map: then all of it is the tail.
-            FileMap::new(source.size)
-        });
-    }
+    m.map = m.map.extended(size);
     let version = env!("CARGO_PKG_VERSION").to_string();
     m.meta = Meta {
         source: Some(source.path.clone()),

@@ -4,8 +4,10 @@
 //! hold a sector with different bytes are a conflict: reported, never silently chosen; the
 //! sector is left non-tried (`?`) in the result, so a later fill reads it again.
 //!
-//! Same identity, size and sector size are required. The result's bytes are written and synced
-//! before its map is saved (as everywhere: a map never claims bytes not durable in the image).
+//! Same identity and sector size are required; the caller reconciles the sizes (`cache::size`:
+//! the result has the largest, and an input's map ends where its drive's disc ended, the rest
+//! non-tried). The result's bytes are written and synced before its map is saved (as
+//! everywhere: a map never claims bytes not durable in the image).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -67,14 +69,14 @@ pub enum MergeError {
     Image(#[from] ImageError),
 }
 
-/// Merges `inputs` (same size, sectors of `sector` bytes) into `out`, an image of that size
-/// whose map is returned (the caller saves it; `out` is synced before this returns).
+/// Merges `inputs` (sectors of `sector` bytes; none larger than `out`) into `out`, whose map
+/// is returned (the caller saves it; `out` is synced before this returns).
 pub fn merge(inputs: &[Input], out: &Image, sector: u64) -> Result<Merged, MergeError> {
     let size = out.size();
     // The first input's statuses, its rescued bytes still to be copied.
     let mut map = inputs
         .first()
-        .map_or_else(|| FileMap::new(size), |i| i.map.clone());
+        .map_or_else(|| FileMap::new(size), |i| i.map.extended(size));
     let rescued: Vec<_> = map
         .iter()
         .filter(|r| r.status == Status::Finished)

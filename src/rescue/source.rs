@@ -27,12 +27,18 @@ pub struct Head {
 }
 
 impl Head {
-    /// What the identity is computed from: the bytes, or the error that stopped them.
-    pub fn identity_read(&self) -> Result<&[u8], &io::Error> {
-        match &self.failed {
-            Some((_, _, e)) => Err(e),
-            None => Ok(&self.good),
+    /// The identity read as the cache lookup takes it (`media::Head`): the bytes read, then the
+    /// failed read, of media of `size` bytes in sectors of `sector` bytes.
+    pub fn media_head(&self, size: u64, sector: u32) -> crate::media::Head {
+        let mut head = crate::media::Head::new(size, sector);
+        if !self.good.is_empty() {
+            head.record(0, self.good.len() as u64, Ok(&self.good));
         }
+        if let Some((pos, len, e)) = &self.failed {
+            let copy = io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(libc::EIO));
+            head.record(*pos, *len, Err(copy));
+        }
+        head
     }
 }
 

@@ -76,11 +76,16 @@ fn add_makes_the_cache_and_reports_a_failed_start() {
         meta["source"],
         src.canonicalize().unwrap().to_str().unwrap()
     );
+    // All 32 KiB are the head: the identity read's bytes are in the cache, saved.
     let map = std::fs::read_to_string(cache.join("mapfile")).unwrap();
     assert!(
         map.lines()
-            .any(|l| l.split_whitespace().eq(["0x00000000", "0x00008000", "?"])),
+            .any(|l| l.split_whitespace().eq(["0x00000000", "0x00008000", "+"])),
         "{map}"
+    );
+    assert_eq!(
+        std::fs::read(cache.join("image")).unwrap(),
+        std::fs::read(&src).unwrap()
     );
     if ublk_present() {
         assert!(out.status.success(), "{}", text(&out));
@@ -247,8 +252,8 @@ fn list_del_recover_without_devices() {
     assert!(!out.status.success(), "{}", text(&out));
 }
 
-/// Media whose first 64 KiB cannot be read has only a size-based identity: two such discs of
-/// one size would share a cache, so the cache must be named by hand.
+/// Media whose first 64 KiB does not read whole, and matches no cache by the sectors that did
+/// read (here there is none), must have its cache named by hand: the error says so.
 #[test]
 fn unreadable_start_needs_an_explicit_cache() {
     let tmp = tempfile::tempdir().unwrap();
@@ -271,11 +276,15 @@ fn unreadable_start_needs_an_explicit_cache() {
     );
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot be read") && err.contains("--cache DIR"),
-        "{}",
-        text(&out)
+    let expected = format!(
+        "blkcache: error: the first 64 KiB of {} did not read whole (127 of 128 sectors read), \
+         and no cache in {} holds those sectors and the volume descriptor at byte 32768, so \
+         blkcache cannot tell which disc this is; pass --cache DIR: this disc's cache if it has \
+         one, or a new directory\n",
+        src.canonicalize().unwrap().display(),
+        state.display()
     );
+    assert!(err.ends_with(&expected), "{}", text(&out));
     let made: Vec<_> = std::fs::read_dir(&state)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();

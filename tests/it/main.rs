@@ -12,6 +12,7 @@ mod fill;
 mod fill_live;
 mod guest;
 mod guest_systemd;
+mod identity;
 mod lifecycle;
 mod map_ddrescue;
 mod map_fuzz;

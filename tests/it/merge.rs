@@ -157,3 +157,51 @@ fn differing_bytes_are_a_reported_conflict_never_chosen() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("are caches of different media"));
 }
+
+/// Caches of one disc read by drives that report it 2 sectors apart merge into a cache of the
+/// larger size (the shorter input's map ends at its own size); 33 sectors apart they are
+/// refused, naming both sizes.
+#[test]
+fn caches_of_sizes_a_few_sectors_apart_merge_at_the_larger_size() {
+    let d = Drives::new();
+    let a = d.read_in("a", &[(100_000, 40_000)]);
+    let size = d.data.len() as u64;
+    // Drive B reads the disc 2 sectors (of 512 bytes) shorter.
+    let short = d.dir.path().join("short");
+    std::fs::write(&short, &d.data[..(size - 1024) as usize]).unwrap();
+    let b = d.dir.path().join("b");
+    let o = run(Command::new(BLKCACHE)
+        .arg("fill")
+        .arg(&short)
+        .arg("--cache")
+        .arg(&b));
+    assert!(o.status.success(), "{o:?}");
+    let (o, c) = d.merge(&[&b, &a], "c");
+    assert!(o.status.success(), "{o:?}");
+    let mc = map::load(&c.join("mapfile")).unwrap().map;
+    assert_eq!(mc.size(), size);
+    assert_eq!(mc.stats().get(Status::Finished).bytes, size);
+    assert_eq!(std::fs::read(c.join("image")).unwrap(), d.data);
+
+    let far = d.dir.path().join("far");
+    std::fs::write(&far, &d.data[..(size - 33 * 512) as usize]).unwrap();
+    let x = d.dir.path().join("x");
+    let o = run(Command::new(BLKCACHE)
+        .arg("fill")
+        .arg(&far)
+        .arg("--cache")
+        .arg(&x));
+    assert!(o.status.success(), "{o:?}");
+    let (o, _) = d.merge(&[&a, &x], "d");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "blkcache: error: {} holds {} bytes and {} holds {size} bytes, more than 32 sectors \
+             apart, so they are not the same disc; only caches of the same disc can be merged\n",
+            x.display(),
+            size - 33 * 512,
+            a.display()
+        )
+    );
+}

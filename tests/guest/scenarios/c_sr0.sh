@@ -1,6 +1,7 @@
 # c: the emulated CD drive (/dev/sr0, virtio-scsi) as the source. The ublk device has 2048-byte logical blocks;
 # an O_DIRECT miss reaches the drive and returns the image's bytes; the same read again is a hit (the drive's read
-# counter does not move); the whole device equals the image and its file system mounts with matching files.
+# counter does not move); the whole device equals the image and its file system mounts with matching files. The
+# drive is recorded in the cache with its sysfs vendor and model (QEMU's scsi-cd), shown by list and status.
 . /scenarios/lib.sh
 
 cache=/tmp/c-cache
@@ -25,7 +26,18 @@ note "miss: $((r1 - r0)) drive reads; hit: 0"
 
 cmp "$dev" "$ISO" || fail "$dev differs from the image"
 expect_files_match "$dev" /mnt/c
+list="$(blkcache list --json)"
+case "$list" in
+*'"kind": "drive"'*'"path": "/dev/sr0"'*'"vendor": "QEMU"'*'"model": "QEMU CD-ROM"'*) ;;
+*) fail "blkcache list --json shows no drive record of sr0 as QEMU CD-ROM: $list" ;;
+esac
 must blkcache del "$dev"
+status="$(blkcache status "$cache")"
+case "$status" in
+*"read by: QEMU QEMU CD-ROM"*"at /dev/sr0"*) ;;
+*) fail "blkcache status $cache does not show the drive: $status" ;;
+esac
+note "drive: $(echo "$status" | grep 'read by')"
 map="$(cache_map "$cache")" || exit 1
 map_expect "$map" "0 $(stat -c %s "$ISO") +"
 exit 0

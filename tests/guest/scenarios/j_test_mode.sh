@@ -3,7 +3,8 @@
 # fail, every other sector reads right; the cache map marks exactly the damaged sectors read '-' (sector 2000 stays
 # untried); in a second session on the same cache, re-reading them fails again without reaching the media (the
 # daemon's media_reads counter stays 0) and the map's figures do not move. With --on-bad-sector zero the same
-# sectors read as zeros, `list` says so, and the map is unchanged.
+# sectors read as zeros, `list` says so, and the map is unchanged. A head that degrades later (sector 3 bad) still
+# finds the cache by the sectors that read and the volume descriptor, `add` says so, and sector 3 is served.
 . /scenarios/lib.sh
 
 src=/tmp/j-src.iso
@@ -104,4 +105,20 @@ expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
 blkcache list --json | grep -q '"on_bad_sector": "zero"' || fail "list does not say on_bad_sector zero"
 must blkcache del "$dev"
 expect_eq "bad sectors with --on-bad-sector zero" "$(status_json "$map" bad_sector)" "$bad0"
+
+# Fifth session: the disc's start degraded (sector 3 of its first 64 KiB bad too). The cache is found by the head
+# sectors that still read and the volume descriptor, `add` says so, and sector 3 is served from the cache.
+{
+    echo "# current_pos  current_status  current_pass"
+    echo "0x00000000     +               1"
+    echo "#      pos        size  status"
+    echo "$(hex 0)  $(hex $((3 * ss)))  +"
+    echo "$(hex $((3 * ss)))  $(hex $ss)  -"
+    echo "$(hex $((4 * ss)))  $(hex $(((nsec - 4) * ss)))  +"
+} > /tmp/j-head.map
+dev="$(blk_add "$src" --cache "$cache" --test-mode /tmp/j-head.map --sector-size $ss)" || exit 1
+said="blkcache: $cache: cache found by the readable sectors of the head (31 of 32) and the volume descriptor 'BLKCACHE_TEST'"
+grep -qxF "$said" /tmp/add.err || fail "add did not say how it found the cache: $(cat /tmp/add.err)"
+expect_same_range "$dev" "$ISO" 0 65536
+must blkcache del "$dev"
 exit 0

@@ -36,8 +36,10 @@ expect_eq "/sys/block/$name/ro" "$(cat /sys/block/$name/ro)" 1
 expect_eq "blockdev --getro $dev" "$(blockdev --getro "$dev")" 1
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1
-# (A save rewrites the mapfile's "Current time" comment: compare its runs, and the other files' bytes.)
-tree_sums "$cache" | grep -v 'daemon.log\|mapfile' > /tmp/m-sums.before
+# (A save rewrites the mapfile's "Current time" comment: compare its runs, and the other files' bytes; an add
+# refreshes the drive record in blkcache.json: compare its other lines.)
+tree_sums "$cache" | grep -v 'daemon.log\|mapfile\|blkcache.json' > /tmp/m-sums.before
+grep -v '_seen\|"uses"' "$cache/blkcache.json" >> /tmp/m-sums.before
 map_runs "$map" >> /tmp/m-sums.before
 dev="$(blk_add "$src" --cache "$cache")" || exit 1
 dd if=/dev/zero of="$dev" bs=512 count=1 oflag=direct status=none 2> /tmp/m-w1 \
@@ -48,7 +50,8 @@ dd if=/dev/zero of="$dev" bs=65536 seek=2 count=1 conv=notrunc status=none 2> /t
 note "buffered write: $(tail -n1 /tmp/m-w2)"
 must blkcache del "$dev"
 expect_eq "source checksum after writes" "$(sha256sum < "$src")" "$src_sum"
-tree_sums "$cache" | grep -v 'daemon.log\|mapfile' > /tmp/m-sums.after
+tree_sums "$cache" | grep -v 'daemon.log\|mapfile\|blkcache.json' > /tmp/m-sums.after
+grep -v '_seen\|"uses"' "$cache/blkcache.json" >> /tmp/m-sums.after
 map_runs "$map" >> /tmp/m-sums.after
 cmp /tmp/m-sums.before /tmp/m-sums.after > /dev/null \
     || fail "the cache changed across refused writes: $(diff /tmp/m-sums.before /tmp/m-sums.after | tr '\n' ' ')"
