@@ -34,7 +34,7 @@ use super::target;
 /// How long `fill` waits for a daemon's answer to a request.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Read a whole source into its cache, as GNU ddrescue would (no device, no daemon)
+/// Read a whole source into its cache, as GNU ddrescue would (alone, or in the daemon serving it)
 ///
 /// Copies the non-tried areas in large reads (skipping ahead after an error), trims the edges of
 /// the failed blocks, scrapes what is left sector by sector, then makes --retries passes over

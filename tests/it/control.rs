@@ -367,6 +367,15 @@ fn a_daemon_of_another_user_is_not_talked_to() {
         .expect("this test runs a daemon as uid 65534: run it as root");
     s.cache = theirs.join("cache");
     let socket = theirs.join("nbd.sock");
+    // Stopped even when an assertion fails.
+    struct Theirs(std::process::Child);
+    impl Drop for Theirs {
+        fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(BLKCACHE)
         .arg("serve")
         .arg(&s.src)
@@ -382,10 +391,10 @@ fn a_daemon_of_another_user_is_not_talked_to() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _theirs = Theirs(child);
     let mut uri = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut uri)
-        .unwrap();
+    BufReader::new(stdout).read_line(&mut uri).unwrap();
     assert!(uri.starts_with("nbd+unix://"), "{uri:?}");
     assert!(s.socket().exists());
     let o = blkcache(&[&"status", &s.cache]);
@@ -402,9 +411,6 @@ fn a_daemon_of_another_user_is_not_talked_to() {
         "{}",
         text(&o)
     );
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    child.wait().unwrap();
 }
 
 #[test]
