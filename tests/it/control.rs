@@ -136,11 +136,23 @@ fn fill_through_the_daemon_ends_with_the_map_and_reads_of_a_standalone_fill() {
         "bad_sector",
         "bad_areas",
         "non_tried",
-        "media_reads",
         "read_errors",
     ] {
         assert_eq!(daemon[k], standalone[k], "{k}: {daemon} vs {standalone}");
     }
+    // The daemon's identity read landed the head (64 KiB, readable here) in the cache before the
+    // fill: its fill reads the rest, the standalone fill the head too (two 32 KiB clusters, -c 16).
+    let head = 64 * 1024;
+    assert_eq!(
+        daemon["media_bytes"].as_u64().unwrap() + head,
+        standalone["media_bytes"].as_u64().unwrap(),
+        "{daemon} vs {standalone}"
+    );
+    assert_eq!(
+        daemon["media_reads"].as_u64().unwrap() + head / (16 * 2048),
+        standalone["media_reads"].as_u64().unwrap(),
+        "{daemon} vs {standalone}"
+    );
     let log = served.stop();
     assert!(log.contains("fill ended"), "{log}");
     let (a, b) = (
@@ -168,16 +180,19 @@ fn nbd_read(uri: &str, offset: u64, len: u64) {
 fn status_is_live_a_read_through_the_export_shows_before_any_save() {
     let s = Setup::new();
     let mut served = s.serve(&[]);
+    // The identity read's head (64 KiB) is in the map the daemon saved when it started.
+    let head = 64 << 10;
+    let saved = || map::load(&s.cache.join("mapfile")).unwrap();
+    assert_eq!(saved().map.stats().get(Status::Finished).bytes, head);
     nbd_read(&served.uri, 1 << 20, 256 << 10);
-    // The daemon saves every 30 s: the saved map has nothing yet, the live one has the read.
-    let saved = map::load(&s.cache.join("mapfile")).unwrap();
-    assert_eq!(saved.map.stats().get(Status::Finished).bytes, 0);
+    // The daemon saves every 30 s: the saved map has only the head yet, the live one the read too.
+    assert_eq!(saved().map.stats().get(Status::Finished).bytes, head);
     for arg in [s.cache.clone(), s.cache.join("mapfile")] {
         let o = blkcache(&[&"status", &arg, &"--json"]);
         assert!(o.status.success(), "{}", text(&o));
         let v = json(&o);
         assert_eq!(v["live"], true, "{v}");
-        assert_eq!(v["rescued"]["bytes"], 256 << 10, "{v}");
+        assert_eq!(v["rescued"]["bytes"], head + (256 << 10), "{v}");
         assert_eq!(v["daemon"]["serving"], served.uri.as_str(), "{v}");
         assert!(v["daemon"]["counters"]["misses"].as_u64() > Some(0), "{v}");
     }
@@ -189,7 +204,7 @@ fn status_is_live_a_read_through_the_export_shows_before_any_save() {
     let o = blkcache(&[&"status", &s.cache]);
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.contains("saved map: no daemon serves this cache"), "{t}");
-    assert!(t.contains("rescued:   262144 B"), "{t}");
+    assert!(t.contains("rescued:   327680 B"), "{t}");
 }
 
 #[test]
