@@ -27,7 +27,7 @@
 //! One stream per engine: two programs reading sequentially at once end each other's streams
 //! (no read-ahead then; each still gets its misses read whole).
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::counters::AtomicCounters;
 use super::request::FetchKind;
@@ -198,7 +198,7 @@ impl Inner {
     }
 }
 
-/// A read-ahead that was read and waits for its media-change probe before it lands.
+/// A read-ahead that was read, on its way to land.
 struct Read {
     fetch: Fetch,
     buf: AlignedBuf,
@@ -214,24 +214,38 @@ impl Read {
 }
 
 /// The read-ahead thread: sleeps until a stream wants bytes and no request's fetch is in flight,
-/// reads one piece, and so on, until the engine is dropped. A piece is landed once the next one
-/// was read (or before the thread sleeps): the media-change probe after a read runs while the
-/// drive reads the next piece, instead of between two reads.
+/// reads one piece, and so on, until the engine is dropped. Pieces land on a thread of their own
+/// (`blkcache-land`: the media-change probe after the read, the image write, the marking), so
+/// the drive reads the next piece meanwhile; at most one read piece waits for it.
 pub(super) fn run(inner: &Arc<Inner>) {
     let engine = Engine {
         inner: Arc::clone(inner),
         ahead: None,
     };
-    let mut spare = AlignedBuf::new(0);
-    let mut pending: Option<Read> = None;
-    loop {
-        // A failed read lands at once: it stops the stream before another piece is read past it.
-        if pending.as_ref().is_some_and(|r| !r.complete()) {
-            if let Some(read) = pending.take() {
-                spare = land(&engine, read);
+    let (to_land, landing) = mpsc::sync_channel::<Read>(1);
+    let (give_back, spares) = mpsc::channel::<AlignedBuf>();
+    let lander_inner = Arc::clone(inner);
+    // Inherits this thread's mask: every signal blocked.
+    let lander = std::thread::Builder::new()
+        .name("blkcache-land".into())
+        .spawn(move || {
+            let engine = Engine {
+                inner: lander_inner,
+                ahead: None,
+            };
+            for read in landing {
+                // The buffer goes back for another read (or is freed once the reader is gone).
+                let _ = give_back.send(land(&engine, read));
             }
-            continue;
+        });
+    let lander = match lander {
+        Ok(thread) => Some((to_land, thread)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no landing thread for read-ahead: it lands its reads itself");
+            None
         }
+    };
+    loop {
         let next = {
             let mut state = lock(&inner.state);
             loop {
@@ -252,9 +266,6 @@ pub(super) fn run(inner: &Arc<Inner>) {
                         break Some(fetch);
                     }
                 }
-                if pending.is_some() {
-                    break None; // land it before sleeping
-                }
                 state.ahead.idle = true;
                 state = inner
                     .ahead_cv
@@ -264,13 +275,9 @@ pub(super) fn run(inner: &Arc<Inner>) {
             }
         };
         let Some(mut fetch) = next else {
-            match pending.take() {
-                Some(read) => spare = land(&engine, read),
-                None => return, // stopped, nothing in hand
-            }
-            continue;
+            break;
         };
-        let mut buf = std::mem::replace(&mut spare, AlignedBuf::new(0));
+        let mut buf = spares.try_recv().unwrap_or_else(|_| AlignedBuf::new(0));
         if buf.len() < fetch.io_len() {
             buf = AlignedBuf::new(fetch.io_len());
         }
@@ -282,9 +289,25 @@ pub(super) fn run(inner: &Arc<Inner>) {
         AtomicCounters::bump(&inner.counters.ahead_reads, 1);
         if read.complete() {
             AtomicCounters::bump(&inner.counters.ahead_bytes, read.fetch.len as u64);
+        } else {
+            // Stop before another piece is read past a failure (it lands as `*`).
+            lock(&inner.state).ahead.active = false;
         }
-        if let Some(read) = pending.replace(read) {
-            spare = land(&engine, read);
+        match &lander {
+            Some((to_land, _)) => {
+                if let Err(mpsc::SendError(read)) = to_land.send(read) {
+                    land(&engine, read);
+                }
+            }
+            None => {
+                land(&engine, read);
+            }
+        }
+    }
+    if let Some((to_land, thread)) = lander {
+        drop(to_land);
+        if thread.join().is_err() {
+            tracing::error!("the read-ahead landing thread panicked");
         }
     }
 }
