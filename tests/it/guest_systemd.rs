@@ -1,5 +1,5 @@
 //! The systemd + udev guest scenarios (`tests/guest/systemd/run.sh all`): Debian 12 with real systemd 252 and
-//! udev on the 6.12 guest kernel, the blkcache package built with `cargo deb` (installed first if missing) and
+//! udev on the 6.12 guest kernel (ublk) and on Debian 12's own 6.1 (nbd), the blkcache package built with `cargo deb` (installed first if missing) and
 //! installed with `dpkg -i`, discs inserted, swapped and ejected through the QEMU monitor.
 //!
 //! Must never pass without the guest having printed PASS for every scenario: `run.sh` exits non-zero otherwise,

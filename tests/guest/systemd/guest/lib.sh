@@ -53,6 +53,14 @@ unit_prop() { systemctl show -P "$2" "$1"; }
 
 # The kind of device blkcache serves on this kernel: /dev/ublkbN, or /dev/nbdN without ublk (the 6.1 kernel).
 if modinfo ublk_drv > /dev/null 2>&1; then DEV_PREFIX=/dev/ublkb; else DEV_PREFIX=/dev/nbd; fi
+# nbd_unwatched: udev stops watching nbd devices for writers closing them (systemd's 60-block.rules watches
+# them since 247; older udev did not), so that only the kernel's change uevents and blkcache's own name and unname
+# them: the nbd scenarios test the harder case. A killed or stopped daemon closing its descriptor of the device
+# then tells udev nothing; its device must still lose the drive's name.
+nbd_unwatched() {
+    echo 'SUBSYSTEM=="block", KERNEL=="nbd*", OPTIONS+="nowatch"' > /etc/udev/rules.d/99-blkcache-test-nbd-nowatch.rules
+    udevadm control --reload
+}
 # served_dev [LINK]: the blkcache device /dev/blkcache/sr0 (or LINK) points at (empty if none).
 served_dev() { readlink -f "${1:-$LINK}" 2>/dev/null | grep "^$DEV_PREFIX[0-9]*\$" || true; }
 # link_serves ISO [LINK]: /dev/blkcache/sr0 (or LINK) is a blkcache device whose first 64 KiB are ISO's.
@@ -112,6 +120,9 @@ map_status_at() {
         if [ $(($2)) -ge $((pos)) ] && [ $(($2)) -lt $((pos + size)) ]; then echo "$st"; break; fi
     done
 }
+
+# map_saved DIR OFFSET: the saved map of the cache in DIR says `+` at OFFSET (for wait_for: saves are 30 s apart).
+map_saved() { [ "$(map_status_at "$1" "$2")" = + ]; }
 
 # read_direct DEV OFFSET LEN: O_DIRECT read of LEN bytes at OFFSET (multiples of 64 KiB) to /dev/null.
 read_direct() {

@@ -6,6 +6,7 @@
 # boot-disc: none
 # install: scenario
 
+nbd_unwatched
 . /blkcache-test/b_insert.sh
 
 note "served through the nbd driver"

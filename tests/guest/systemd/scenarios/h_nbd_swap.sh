@@ -4,4 +4,5 @@
 # boot-disc: none
 # install: scenario
 
+nbd_unwatched
 . /blkcache-test/c_swap.sh

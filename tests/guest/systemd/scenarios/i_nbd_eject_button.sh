@@ -4,4 +4,5 @@
 # boot-disc: none
 # install: scenario
 
+nbd_unwatched
 . /blkcache-test/d_eject_button.sh

@@ -4,4 +4,5 @@
 # boot-disc: none
 # install: scenario
 
+nbd_unwatched
 . /blkcache-test/e_eject_cmd.sh

@@ -7,6 +7,9 @@
 note "disc A served; its first MiB read"
 dev="$(serve "$ISO_A")"
 read_direct "$LINK" 0 1048576 || fail "read of A through $LINK failed"
+cacheA="$(cache_of "$ISO_A")" || fail "no cache for disc A"
+# The map is saved every 30 s: what was read since the last save is read again after a kill (by design).
+wait_for 40 map_saved "$cacheA" 1048575
 pid="$(unit_prop "$UNIT" MainPID)"
 restarts=$(unit_restarts)
 exec 3< "$dev"
