@@ -263,12 +263,8 @@ pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
     let head = media::read_head(media.as_ref(), source, &known_bad)?;
     let found = cache::locate(cfg.cache.as_deref(), &source.display().to_string(), &head)?;
     ublk::check_geometry(found.size, media.sector_size())?;
-    match found.by.describe() {
-        _ if found.by == FoundBy::New => {
-            tracing::info!(cache = %found.cache.dir().display(), source = %source.display(), "new cache")
-        }
-        Some(how) => tracing::info!(cache = %found.cache.dir().display(), "{how}"),
-        None => {}
+    if found.by == FoundBy::New {
+        tracing::info!(cache = %found.cache.dir().display(), source = %source.display(), "new cache");
     }
     let note = Note {
         drive: drive_record(cfg, source, media.as_ref()),
