@@ -396,9 +396,12 @@ pub fn start(
     )?;
     if let Some(r) = read {
         land_head(&engine, &r.head)?;
-        // Kept even if serving fails to start (image synced, then the map saved).
+        // Kept even if serving fails to start (image synced, then the map saved); a failed save
+        // is the engine's to handle (logged, retried by the periodic saves, never fatal here).
         if engine.is_dirty() {
-            engine.save()?;
+            if let Err(e) = engine.save() {
+                tracing::warn!(error = %e, "cannot save the identity read's sectors yet");
+            }
         }
     }
     let device = DeviceConfig {
