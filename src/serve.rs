@@ -267,12 +267,8 @@ pub fn prepare(cfg: &ServeConfig) -> Result<Prepared, StartError> {
     let head = media::read_head(media.as_ref(), source, &known_bad)?;
     let found = cache::locate(cfg.cache.as_deref(), &source.display().to_string(), &head)?;
     ublk::check_geometry(found.size, media.sector_size())?;
-    match found.by.describe() {
-        _ if found.by == FoundBy::New => {
-            tracing::info!(cache = %found.cache.dir().display(), source = %source.display(), "new cache")
-        }
-        Some(how) => tracing::info!(cache = %found.cache.dir().display(), "{how}"),
-        None => {}
+    if found.by == FoundBy::New {
+        tracing::info!(cache = %found.cache.dir().display(), source = %source.display(), "new cache");
     }
     let note = Note {
         drive: drive_record(cfg, source, media.as_ref()),
@@ -407,9 +403,12 @@ pub fn start(
     )?;
     if let Some(r) = read {
         land_head(&engine, &r.head)?;
-        // Kept even if serving fails to start (image synced, then the map saved).
+        // Kept even if serving fails to start (image synced, then the map saved); a failed save
+        // is the engine's to handle (logged, retried by the periodic saves, never fatal here).
         if engine.is_dirty() {
-            engine.save()?;
+            if let Err(e) = engine.save() {
+                tracing::warn!(error = %e, "cannot save the identity read's sectors yet");
+            }
         }
     }
     let device = DeviceConfig {

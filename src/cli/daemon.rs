@@ -368,6 +368,10 @@ fn daemon(args: &DaemonArgs, pipe: &Pipe, logging: &mut bool) -> anyhow::Result<
     tracing::info!(media = %prepared.media.describe(), cache = %prepared.cache.dir().display(), "serving");
     let shown = config.clone();
     let found = prepared.found();
+    if let Some(how) = &found {
+        // For the log; the caller prints it from the ready line.
+        tracing::info!("{how}");
+    }
     let ready_pipe = pipe.clone();
     // A new device nobody waits for (the caller got Ctrl-C) is stopped again; a recovered one
     // may hold a mounted file system and keeps serving.
