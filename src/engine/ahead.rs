@@ -5,13 +5,15 @@
 //! Detection is a few comparisons under the state lock every request already takes (`observe`,
 //! from `step` and `serve_hit`): a request that starts where the stream's furthest request ended,
 //! or up to one request's length before it (the kernel may hand over two halves of one read in
-//! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a row, the read-ahead
-//! thread keeps up to `window` bytes ahead of the reader, in reads of `window / PIECES` (at most
-//! [`MAX_FETCH`]); the window starts at four requests (at least 128 KiB) and doubles with each
-//! read, up to `EngineConfig::read_ahead`, like the kernel's own read-ahead. So nothing is read
-//! further than 1.25 x `read_ahead` beyond the reader. A window of several pieces keeps the drive
-//! busy: one piece is read while the one before waits for its media-change probe and the reader
-//! consumes the one before that.
+//! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a
+//! row, the read-ahead thread keeps up to `window` bytes ahead of the reader, in reads of
+//! `window / PIECES` (at most [`MAX_FETCH`]); the window starts at four requests (at least
+//! 128 KiB) and doubles with each read, up to `EngineConfig::read_ahead`, like the kernel's own
+//! read-ahead. So nothing is read further than 1.25 x `read_ahead` beyond the reader. Several
+//! pieces per window keep the drive busy: one is read while the one before lands (on a thread of
+//! its own: the media-change probe, the image write) and the reader consumes the one before that.
+//! Whoever makes the sleeping thread's work wanted (a request noted, a request's fetch landed)
+//! claims its next piece at once, under the lock it holds, so the reader does not race it.
 //!
 //! Rules: read-ahead reads only `?` bytes, through claims like every fetch (a request that needs
 //! bytes a read-ahead is fetching waits on its claim; nothing is read twice), and lands them
@@ -81,7 +83,7 @@ impl Stream {
     }
 
     /// Notes a request of `len` bytes at `offset`; returns whether the sleeping thread now has work
-    /// (the caller then notifies `Inner::ahead_cv`).
+    /// (the caller then calls `Inner::wake_ahead`).
     #[inline]
     pub(super) fn observe(&mut self, offset: u64, len: u64) -> bool {
         if self.max == 0 {
