@@ -90,6 +90,10 @@ impl Stream {
             return false;
         }
         let end = offset.saturating_add(len);
+        if end == self.next {
+            // The stream's last bytes again (another reader of the same block): no progress.
+            return false;
+        }
         if offset <= self.next && self.next <= end.saturating_add(len) {
             self.run = self.run.saturating_add(1);
             self.next = self.next.max(end);
@@ -129,9 +133,14 @@ impl Inner {
             mapfile,
             claims,
             ahead: a,
+            health,
             ..
         } = state;
         let sector = self.sector;
+        // Uncached bytes stay `?`: reading ahead into them could read a sector twice.
+        if a.wanted() && (self.media_changed() || !health.now.is_ok()) {
+            a.active = false;
+        }
         while a.wanted() {
             let pos = a.front.div_ceil(sector).saturating_mul(sector);
             if pos >= self.size {
@@ -258,9 +267,6 @@ pub(super) fn run(inner: &Arc<Inner>) {
                 }
                 if state.ahead.stop {
                     break None;
-                }
-                if state.ahead.wanted() && (inner.media_changed() || !state.health.now.is_ok()) {
-                    state.ahead.active = false;
                 }
                 if state.claims.foreground() == 0 {
                     if let Some(mut fetch) = inner.next_ahead(&mut state) {
