@@ -5,13 +5,15 @@
 //! Detection is a few comparisons under the state lock every request already takes (`observe`,
 //! from `step` and `serve_hit`): a request that starts where the stream's furthest request ended,
 //! or up to one request's length before it (the kernel may hand over two halves of one read in
-//! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a row, the read-ahead
-//! thread keeps up to `window` bytes ahead of the reader, in reads of `window / PIECES` (at most
-//! [`MAX_FETCH`]); the window starts at four requests (at least 128 KiB) and doubles with each
-//! read, up to `EngineConfig::read_ahead`, like the kernel's own read-ahead. So nothing is read
-//! further than 1.25 x `read_ahead` beyond the reader. A window of several pieces keeps the drive
-//! busy: one piece is read while the one before waits for its media-change probe and the reader
-//! consumes the one before that.
+//! either order), continues the stream; anything else ends it. After [`TRIGGER`] requests in a
+//! row, the read-ahead thread keeps up to `window` bytes ahead of the reader, in reads of
+//! `window / PIECES` (at most [`MAX_FETCH`]); the window starts at four requests (at least
+//! 128 KiB) and doubles with each read, up to `EngineConfig::read_ahead`, like the kernel's own
+//! read-ahead. So nothing is read further than 1.25 x `read_ahead` beyond the reader. Several
+//! pieces per window keep the drive busy: one is read while the one before lands (on a thread of
+//! its own: the media-change probe, the image write) and the reader consumes the one before that.
+//! Whoever makes the sleeping thread's work wanted (a request noted, a request's fetch landed)
+//! claims its next piece at once, under the lock it holds, so the reader does not race it.
 //!
 //! Rules: read-ahead reads only `?` bytes, through claims like every fetch (a request that needs
 //! bytes a read-ahead is fetching waits on its claim; nothing is read twice), and lands them
@@ -81,13 +83,17 @@ impl Stream {
     }
 
     /// Notes a request of `len` bytes at `offset`; returns whether the sleeping thread now has work
-    /// (the caller then notifies `Inner::ahead_cv`).
+    /// (the caller then calls `Inner::wake_ahead`).
     #[inline]
     pub(super) fn observe(&mut self, offset: u64, len: u64) -> bool {
         if self.max == 0 {
             return false;
         }
         let end = offset.saturating_add(len);
+        if end == self.next {
+            // The stream's last bytes again (another reader of the same block): no progress.
+            return false;
+        }
         if offset <= self.next && self.next <= end.saturating_add(len) {
             self.run = self.run.saturating_add(1);
             self.next = self.next.max(end);
@@ -127,9 +133,14 @@ impl Inner {
             mapfile,
             claims,
             ahead: a,
+            health,
             ..
         } = state;
         let sector = self.sector;
+        // Uncached bytes stay `?`: reading ahead into them could read a sector twice.
+        if a.wanted() && (self.media_changed() || !health.now.is_ok()) {
+            a.active = false;
+        }
         while a.wanted() {
             let pos = a.front.div_ceil(sector).saturating_mul(sector);
             if pos >= self.size {
@@ -256,9 +267,6 @@ pub(super) fn run(inner: &Arc<Inner>) {
                 }
                 if state.ahead.stop {
                     break None;
-                }
-                if state.ahead.wanted() && (inner.media_changed() || !state.health.now.is_ok()) {
-                    state.ahead.active = false;
                 }
                 if state.claims.foreground() == 0 {
                     if let Some(mut fetch) = inner.next_ahead(&mut state) {

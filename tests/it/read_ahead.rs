@@ -194,3 +194,17 @@ fn read_ahead_off_reads_nothing_ahead() {
     assert_eq!((c.ahead_reads, c.media_reads), (0, 8), "{c:?}");
     assert_eq!(touched(&media, 1 << 20, SIZE as u64), Vec::<u64>::new());
 }
+
+#[test]
+fn rereading_one_block_is_no_stream() {
+    let setup = Setup::new(SIZE, 77);
+    let media = setup.test_media(all_finished(SIZE as u64), SECTOR, Duration::ZERO);
+    let engine = setup.engine(media.clone(), cfg());
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..10 {
+        engine.read(1 << 20, &mut buf).unwrap();
+    }
+    let c = engine.counters();
+    drop(engine);
+    assert_eq!((c.ahead_reads, c.media_reads), (0, 1), "{c:?}");
+}

@@ -70,7 +70,7 @@ note "after the first session: rescued $rescued0, bad $bad0 (bytes areas)"
 expect_eq "blkcache status: bad-sector bytes and areas" "$bad0" "$((5 * ss)) 2"
 
 # Second session: known-bad sectors fail without a media read; cached ones are hits.
-dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 1 --sector-size $ss)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-mode "$damage" --test-latency 1 --sector-size $ss)" || exit 1
 for s in 512 513 514 515 1000 512; do
     expect_read_fails "$dev" $ss $s > /dev/null || exit 1
 done
@@ -84,7 +84,7 @@ expect_eq "rescued after the second session" "$(status_json "$map" rescued)" "$r
 expect_eq "bad sectors after the second session" "$(status_json "$map" bad_sector)" "$bad0"
 
 # Third session, --bad-retries 1: each request for a known-bad sector reads it once more (still bad here).
-dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --sector-size $ss --bad-retries 1)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-mode "$damage" --sector-size $ss --bad-retries 1)" || exit 1
 expect_read_fails "$dev" $ss 1000 > /dev/null || exit 1
 expect_read_fails "$dev" $ss 1000 > /dev/null || exit 1
 expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
@@ -93,7 +93,7 @@ expect_eq "media reads with --bad-retries 1" "$(daemon_counter "$log" media_read
 expect_eq "bad sectors after the retries" "$(status_json "$map" bad_sector)" "$bad0"
 
 # Fourth session, --on-bad-sector zero: known-bad sectors read as zeros, the rest as before, same map.
-dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --sector-size $ss --on-bad-sector zero)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-mode "$damage" --sector-size $ss --on-bad-sector zero)" || exit 1
 for s in 512 1000; do
     dd if="$dev" of=/tmp/j-zero bs=$ss skip=$s count=1 iflag=direct 2>/dev/null \
         || fail "--on-bad-sector zero: reading bad sector $s failed"

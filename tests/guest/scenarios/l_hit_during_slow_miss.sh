@@ -21,7 +21,7 @@ expect_eq "cached bytes of the hit range" "$(map_bytes_in "$map" + $hpos $hlen)"
 expect_eq "cached bytes of the miss range" "$(map_bytes_in "$map" + $mpos $mlen)" 0
 
 # Session 2: every source read takes 1 s (the identity read at start-up too: `add` takes about 2 s).
-dev="$(blk_add "$src" --cache "$cache" --test-latency 1000)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-latency 1000)" || exit 1
 name="${dev#/dev/}"
 expect_eq "reads in flight on $name before the miss" "$(dev_inflight_reads "$name")" 0
 rm -f /tmp/l-miss

@@ -13,7 +13,7 @@ len=$((64 * 1024))
 # Session 1, no latency: the partition scan's reads are cached, so session 2's only media read is the miss.
 dev="$(blk_add "$src" --cache "$cache")" || exit 1
 must blkcache del "$dev"
-dev="$(blk_add "$src" --cache "$cache" --test-latency 4000 --queues 1)" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off --test-latency 4000 --queues 1)" || exit 1
 name="${dev#/dev/}"
 pid="$(pidof blkcache)" || fail "no blkcache daemon running"
 
