@@ -1,4 +1,4 @@
-# v: blkcache fill /dev/ublkbN. A device served without --fill (the ISO behind a damage map: 4 bad sectors in the
+# w: blkcache fill /dev/ublkbN. A device served without --fill (the ISO behind a damage map: 4 bad sectors in the
 # padding at its end, 40 ms per read); `blkcache fill DEV` makes its daemon fill it through the control socket
 # while the mounted file system is read (the files match); `status DEV` is live meanwhile (the running fill, its
 # map ahead of the saved one or equal); a second fill is refused; the fill ends like a standalone fill (nothing
@@ -7,9 +7,9 @@
 # the drive, whose cache ends equal to the ISO.
 . /scenarios/lib.sh
 
-src=/tmp/v-src.iso
-cache=/tmp/v-cache
-damage=/tmp/v-damage.map
+src=/tmp/w-src.iso
+cache=/tmp/w-cache
+damage=/tmp/w-damage.map
 cp "$ISO" "$src"
 size=$(stat -c %s "$src")
 ss=2048
@@ -27,21 +27,21 @@ dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 40 -
 [ -S "$cache/control.sock" ] || fail "no control socket in $cache: $(ls -l "$cache" | tr '\n' ' ')"
 expect_eq "control socket mode" "$(stat -c %a "$cache/control.sock")" 600
 
-blkcache fill "$dev" --json > /tmp/v-fill.json 2> /tmp/v-fill.err &
+blkcache fill "$dev" --json > /tmp/w-fill.json 2> /tmp/w-fill.err &
 fill_pid=$!
 # The daemon has taken the fill once status says it runs.
 i=0
-until blkcache status "$dev" --json > /tmp/v-live.json && grep -q '"running":true' /tmp/v-live.json; do
+until blkcache status "$dev" --json > /tmp/w-live.json && grep -q '"running":true' /tmp/w-live.json; do
     i=$((i + 1))
-    [ $i -gt 100 ] && fail "status $dev never showed the fill running: $(cat /tmp/v-live.json /tmp/v-fill.err | tr '\n' ' ')"
+    [ $i -gt 100 ] && fail "status $dev never showed the fill running: $(cat /tmp/w-live.json /tmp/w-fill.err | tr '\n' ' ')"
     sleep 0.1
 done
-grep -q '"live":true' /tmp/v-live.json || fail "status $dev is not live: $(cat /tmp/v-live.json)"
-blkcache fill "$dev" > /tmp/v-second.out 2>&1 && fail "a second fill while one runs was accepted"
-grep -q "already running" /tmp/v-second.out || fail "second fill: $(cat /tmp/v-second.out)"
-blkcache status "$dev" > /tmp/v-live.txt || fail "status $dev failed"
-grep -q "fill running, started by blkcache fill" /tmp/v-live.txt || fail "status shows no running fill: $(cat /tmp/v-live.txt)"
-note "$(grep -A1 'fill running' /tmp/v-live.txt | tail -n1)"
+grep -q '"live":true' /tmp/w-live.json || fail "status $dev is not live: $(cat /tmp/w-live.json)"
+blkcache fill "$dev" > /tmp/w-second.out 2>&1 && fail "a second fill while one runs was accepted"
+grep -q "already running" /tmp/w-second.out || fail "second fill: $(cat /tmp/w-second.out)"
+blkcache status "$dev" > /tmp/w-live.txt || fail "status $dev failed"
+grep -q "fill running, started by blkcache fill" /tmp/w-live.txt || fail "status shows no running fill: $(cat /tmp/w-live.txt)"
+note "$(grep -A1 'fill running' /tmp/w-live.txt | tail -n1)"
 # Saved first: the live map is never behind it.
 saved_rescued=$(map_bytes "$(cache_map "$cache")" +)
 set -- $(status_json "$dev" rescued)
@@ -51,10 +51,10 @@ live_rescued=$1
 note "live: $live_rescued bytes rescued, saved map: $saved_rescued"
 
 expect_files_match "$dev" /mnt/v
-wait $fill_pid || fail "blkcache fill $dev failed: $(cat /tmp/v-fill.err /tmp/v-fill.json | tr '\n' ' ')"
-grep -q '"outcome":"finished"' /tmp/v-fill.json || fail "fill did not finish: $(cat /tmp/v-fill.json)"
-grep -q '"non_tried":0,' /tmp/v-fill.json || fail "fill left non-tried bytes: $(cat /tmp/v-fill.json)"
-note "$(cat /tmp/v-fill.json)"
+wait $fill_pid || fail "blkcache fill $dev failed: $(cat /tmp/w-fill.err /tmp/w-fill.json | tr '\n' ' ')"
+grep -q '"outcome":"finished"' /tmp/w-fill.json || fail "fill did not finish: $(cat /tmp/w-fill.json)"
+grep -q '"non_tried":0,' /tmp/w-fill.json || fail "fill left non-tried bytes: $(cat /tmp/w-fill.json)"
+note "$(cat /tmp/w-fill.json)"
 
 # The fill saved the map as it ended: the live figure and the saved map agree.
 set -- $(status_json "$dev" rescued)
@@ -65,8 +65,8 @@ expect_eq "rescued bytes after the fill" "$live_rescued" $((size - 4 * ss))
 
 must blkcache del "$dev"
 [ -e "$cache/control.sock" ] && fail "the control socket outlived its daemon"
-blkcache status "$cache" > /tmp/v-saved.txt || fail "status $cache failed"
-grep -q "saved map: no daemon serves this cache" /tmp/v-saved.txt || fail "status without a daemon: $(cat /tmp/v-saved.txt)"
+blkcache status "$cache" > /tmp/w-saved.txt || fail "status $cache failed"
+grep -q "saved map: no daemon serves this cache" /tmp/w-saved.txt || fail "status without a daemon: $(cat /tmp/w-saved.txt)"
 set -- $(status_json "$map" non_tried)
 expect_eq "non-tried bytes after the fill" "$1" 0
 expect_eq "bad runs after the fill" "$(map_runs_of "$map" - | tr '\n' ';')" "$((bad * ss)) $((4 * ss));"
@@ -74,13 +74,13 @@ img="$(cache_image "$cache")" || exit 1
 expect_cached_match "$map" "$img" "$ISO"
 
 # The drive itself names the device over it: `status /dev/sr0` and `fill /dev/sr0` go to its daemon.
-cache=/tmp/v-sr0
+cache=/tmp/w-sr0
 dev="$(blk_add /dev/sr0 --cache "$cache")" || exit 1
-blkcache status /dev/sr0 --json > /tmp/v-sr0.json || fail "status /dev/sr0 failed"
-grep -q '"live":true' /tmp/v-sr0.json || fail "status /dev/sr0 is not live: $(cat /tmp/v-sr0.json)"
-blkcache fill /dev/sr0 --json > /tmp/v-sr0-fill.json 2> /tmp/v-sr0-fill.err \
-    || fail "fill /dev/sr0: $(cat /tmp/v-sr0-fill.err /tmp/v-sr0-fill.json | tr '\n' ' ')"
-grep -q "\"cache\":\"$cache\"" /tmp/v-sr0-fill.json || fail "fill /dev/sr0 did not fill $cache: $(cat /tmp/v-sr0-fill.json)"
+blkcache status /dev/sr0 --json > /tmp/w-sr0.json || fail "status /dev/sr0 failed"
+grep -q '"live":true' /tmp/w-sr0.json || fail "status /dev/sr0 is not live: $(cat /tmp/w-sr0.json)"
+blkcache fill /dev/sr0 --json > /tmp/w-sr0-fill.json 2> /tmp/w-sr0-fill.err \
+    || fail "fill /dev/sr0: $(cat /tmp/w-sr0-fill.err /tmp/w-sr0-fill.json | tr '\n' ' ')"
+grep -q "\"cache\":\"$cache\"" /tmp/w-sr0-fill.json || fail "fill /dev/sr0 did not fill $cache: $(cat /tmp/w-sr0-fill.json)"
 must blkcache del "$dev"
 map="$(cache_map "$cache")" || exit 1
 expect_eq "rescued bytes of sr0 after the fill" "$(map_bytes "$map" +)" "$size"

@@ -1,12 +1,12 @@
-# v: `add --frontend nbd` on a kernel with ublk: /dev/sr0 served through the kernel's nbd driver (/dev/nbdN,
+# x: `add --frontend nbd` on a kernel with ublk: /dev/sr0 served through the kernel's nbd driver (/dev/nbdN,
 # read-only, 2048-byte blocks) next to a ublk device serving the ISO file; `list` shows both kinds, live; each
 # device's bytes equal the ISO, the nbd one's file system mounts with matching files; `del` removes both, the
 # nbd one disconnected, and the sr0 cache's map holds the whole disc.
 . /scenarios/lib.sh
 
 [ -e /dev/ublk-control ] || fail "this scenario is for kernels with ublk, but /dev/ublk-control is missing"
-ublk="$(blk_add "$ISO" --cache /tmp/v-ublk)" || exit 1
-nbd="$(blk_add /dev/sr0 --frontend nbd --cache /tmp/v-nbd)" || exit 1
+ublk="$(blk_add "$ISO" --cache /tmp/x-ublk)" || exit 1
+nbd="$(blk_add /dev/sr0 --frontend nbd --cache /tmp/x-nbd)" || exit 1
 case "$ublk" in /dev/ublkb*) ;; *) fail "add gave $ublk, not /dev/ublkbN" ;; esac
 case "$nbd" in /dev/nbd*) ;; *) fail "add --frontend nbd gave $nbd, not /dev/nbdN" ;; esac
 name="${nbd#/dev/}"
@@ -22,5 +22,5 @@ expect_files_match "$nbd" /mnt/v
 must blkcache del "$nbd" "$ublk"
 [ -e "/sys/block/$name/pid" ] && fail "$nbd is still connected after del"
 [ -b "$ublk" ] && fail "$ublk still exists after del"
-map_expect "$(cache_map /tmp/v-nbd)" "0 $(stat -c %s "$ISO") +"
+map_expect "$(cache_map /tmp/x-nbd)" "0 $(stat -c %s "$ISO") +"
 exit 0
