@@ -9,7 +9,7 @@
 src=/tmp/o-src.iso
 cache=/tmp/o-cache
 cp "$ISO" "$src"
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 pid="$(pidof blkcache)" || fail "no blkcache daemon running"
 # Cache the first 2 MiB, then take the image's bytes away.
 expect_same_range "$dev" "$src" 0 $((2 * 1024 * 1024))
