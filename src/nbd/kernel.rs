@@ -319,7 +319,8 @@ fn announce_abandoned() {
 /// A change uevent for nbd `n`, so that udev runs its rules for it again: the kernel sends one
 /// when the device connects, but on disconnect only once its last opener closes it, and a
 /// device without a live daemon must lose its `/dev/blkcache` name now (`blkcache udev-env`
-/// prints nothing for it).
+/// prints nothing for it). udev of systemd 247 and later also notices the daemon closing its
+/// descriptor (the `watch` option of 60-block.rules); older udev does not watch nbd devices.
 fn announce(n: u32) {
     let uevent = format!("/sys/block/nbd{n}/uevent");
     if let Err(error) = std::fs::write(&uevent, "change") {
