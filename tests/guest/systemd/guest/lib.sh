@@ -75,12 +75,13 @@ listed_dev() { blkcache list --json | jq -r --arg s "$1" '.[] | select(.source =
 # Drive read requests completed by sr0 (field 1 of its stat).
 sr0_reads() { awk '{print $1}' /sys/block/sr0/stat; }
 
-# cache_of ISO: the cache directory (under /var/lib/blkcache) of the disc ISO, found by its size.
+# cache_of ISO: the cache directory (under /var/lib/blkcache) of the disc ISO, found by its size and the optical
+# drives' 2048-byte sectors (a card holding the same image has 512-byte sectors and a cache of its own).
 cache_of() {
     local size m
     size=$(stat -c %s "$1")
     for m in "$CACHES"/*/blkcache.json; do
-        [ -f "$m" ] && [ "$(jq -r .size "$m")" = "$size" ] && { dirname "$m"; return 0; }
+        [ -f "$m" ] && [ "$(jq -r '"\(.size) \(.sector_size)"' "$m")" = "$size 2048" ] && { dirname "$m"; return 0; }
     done
     return 1
 }

@@ -1,9 +1,10 @@
 # Other removable media (a card reader: QEMU's removable SCSI disk, sda): off by default, a card inserted is left
 # alone; once the reader is enabled the way the README says (a local udev rule setting BLKCACHE_ENABLE=1 on it), a
 # card inserted starts blkcache@sda.service and /dev/blkcache/sda serves its bytes; udisks ignores the raw reader
-# and the card's partition and offers the blkcache device's partition to automount; a swapped card is served from
-# its own cache; a card pulled out ends the unit as a success with its map saved; the first card inserted again is
-# attached by udev and served from its cache (no reader reads for what was read before).
+# and the card's partition and offers the blkcache device's partition to automount; a hard disk (sdb) enabled the
+# same way is never served; a swapped card is served from its own cache; a card pulled out ends the unit as a
+# success with its map saved; the first card inserted again is attached by udev and served from its cache (no reader
+# reads for what was read before).
 # boot-disc: none
 # install: scenario
 
@@ -44,6 +45,22 @@ expect_eq "udisks HintIgnore of sda1" "$(udisks_hint /dev/sda1 HintIgnore)" true
 cmp "${dev}p1" "$ISO_A" || fail "${dev}p1 differs from the card's partition"
 cacheA="$(cache_of_source "$CARD")"
 read_direct "$CARD_LINK" 0 1048576 || fail "read of the card's first MiB failed"
+
+note "a hard disk (sdb, not removable) enabled the same way is never served"
+expect_eq "/dev/sdb removable" "$(cat /sys/block/sdb/removable)" 0
+serial="$(udevadm info -q property -n /dev/sdb | sed -n 's/^ID_SERIAL=//p')"
+[ -n "$serial" ] || fail "/dev/sdb has no ID_SERIAL"
+printf 'SUBSYSTEM=="block", ENV{ID_SERIAL}=="%s", ENV{BLKCACHE_ENABLE}="1"\n' "$serial" \
+    > /etc/udev/rules.d/61-blkcache-enable-disk.rules
+udevadm control --reload
+udevadm trigger --action=change --settle /dev/sdb
+udevadm info -q property /dev/sdb | grep -qx 'BLKCACHE_ENABLE=1' || fail "the rule did not mark /dev/sdb enabled"
+sleep 3
+unit_is blkcache@sdb.service inactive || fail "blkcache@sdb.service is $(unit_state blkcache@sdb.service) for a hard disk"
+journalctl -o cat --no-pager | grep -q "^Started.*blkcache@sdb" && fail "blkcache@sdb.service was started for a hard disk"
+udevadm info -q property /dev/sdb | grep -q '^UDISKS_IGNORE=' && fail "the hard disk /dev/sdb is hidden from udisks"
+rm -f /etc/udev/rules.d/61-blkcache-enable-disk.rules
+udevadm control --reload
 
 note "another card: served from its own cache"
 insert_card other.iso
