@@ -1,18 +1,23 @@
-//! `blkcache export CACHE -o IMAGE`: the cache's image as a plain file, with its md5, sha1,
+//! `blkcache export CACHE|DEVICE -o IMAGE`: the cache's image as a plain file, with its md5, sha1,
 //! sha256 and crc32 and the sidecar files `md5sum -c` and its siblings check. The work is in
-//! `blkcache::rescue::export`; this file parses arguments and prints.
+//! `blkcache::rescue::export`; this file parses arguments and prints. A cache a daemon serves is
+//! exported as the daemon's engine holds its map now (its `+` bytes are in the image and never
+//! written again), not as the last save left it.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use serde::Serialize;
 
 use blkcache::cache::Cache;
 
 use super::progress::BytesProgress;
-use blkcache::map;
+use super::target;
+use blkcache::control;
+use blkcache::map::{self, Mapfile};
 use blkcache::rescue::export::{self, Checksums, Unread};
 
 /// Write a cache's image to a file with its md5, sha1, sha256 and crc32
@@ -23,7 +28,8 @@ use blkcache::rescue::export::{self, Checksums, Unread};
 /// every such sector (--fill) and writes the map beside the image (IMAGE.map).
 #[derive(Debug, clap::Args)]
 pub struct ExportArgs {
-    /// The cache directory.
+    /// The cache directory, or a blkcache device (`/dev/ublkbN`, `/dev/nbdN`, `/dev/blkcache/srN`)
+    /// serving one.
     pub cache: PathBuf,
     /// The image file to write (must not exist).
     #[arg(short, long, value_name = "IMAGE")]
@@ -59,9 +65,40 @@ struct Printed {
     map: Option<PathBuf>,
 }
 
+/// How long `export` waits for a serving daemon's map.
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The cache's map: the serving daemon's as it is now, else the saved one.
+fn current_map(cache: &Cache) -> anyhow::Result<Mapfile> {
+    let dir = cache.dir();
+    match control::connect(dir)? {
+        Some(mut daemon) => {
+            let live = daemon
+                .status(ASK_TIMEOUT)
+                .with_context(|| format!("the daemon serving {} did not answer", dir.display()))?;
+            Ok(map::parse(&live.mapfile, &cache.mapfile_path())?)
+        }
+        None => Ok(cache.load_mapfile()?),
+    }
+}
+
+/// The cache directory `arg` names: itself, or the cache of the blkcache device it is.
+fn cache_dir(arg: &Path) -> anyhow::Result<PathBuf> {
+    if arg.is_dir() {
+        return Ok(arg.to_owned());
+    }
+    match target::resolve(arg)?.cache {
+        Some(dir) => Ok(dir),
+        None => bail!(
+            "{} is neither a cache directory nor a blkcache device (`blkcache list` shows them)",
+            arg.display()
+        ),
+    }
+}
+
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let cache = Cache::open(&args.cache)?;
-    let m = cache.load_mapfile()?;
+    let cache = Cache::open(&cache_dir(&args.cache)?)?;
+    let m = current_map(&cache)?;
     let unread = match (args.allow_incomplete, args.fill) {
         (false, _) => Unread::Refuse,
         (true, FillWith::Zero) => Unread::Zero,

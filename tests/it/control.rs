@@ -207,6 +207,43 @@ fn status_is_live_a_read_through_the_export_shows_before_any_save() {
     assert!(t.contains("rescued:   327680 B"), "{t}");
 }
 
+/// `export` of a served cache writes what the daemon's engine holds now (a read made after the
+/// last save is in the image), and its map beside the image is the live one.
+#[test]
+fn export_of_a_served_cache_takes_the_daemons_map_not_the_saved_one() {
+    let s = Setup::new();
+    let mut served = s.serve(&[]);
+    let head = 64 << 10;
+    nbd_read(&served.uri, 1 << 20, 256 << 10);
+    let saved = map::load(&s.cache.join("mapfile")).unwrap();
+    assert_eq!(saved.map.stats().get(Status::Finished).bytes, head);
+    let out = s.dir.path().join("export.iso");
+    let o = blkcache(&[
+        &"export",
+        &s.cache,
+        &"-o",
+        &out,
+        &"--allow-incomplete",
+        &"--fill",
+        &"zero",
+        &"--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v = json(&o);
+    let live = head + (256 << 10);
+    assert_eq!(v["unread"], SIZE as u64 - live, "{v}");
+    let image = std::fs::read(&out).unwrap();
+    let source = std::fs::read(&s.src).unwrap();
+    let read = (1 << 20)..(1 << 20) + (256 << 10);
+    assert!(
+        image[read.clone()] == source[read],
+        "the read range differs"
+    );
+    let beside = map::load(&s.dir.path().join("export.iso.map")).unwrap();
+    assert_eq!(beside.map.stats().get(Status::Finished).bytes, live);
+    served.stop();
+}
+
 #[test]
 fn ctrl_c_stops_the_daemons_fill_saves_the_map_and_the_export_stays_served() {
     let s = Setup::new();

@@ -4,7 +4,7 @@
 # map ahead of the saved one or equal); a second fill is refused; the fill ends like a standalone fill (nothing
 # untried, exactly the damaged sectors bad, the image equals the ISO wherever '+'), and the live figure then
 # equals the saved map's. Then /dev/sr0 served: `status /dev/sr0` and `fill /dev/sr0` reach the daemon serving
-# the drive, whose cache ends equal to the ISO.
+# the drive, whose cache ends equal to the ISO. `export DEV` writes the image as the daemon holds it.
 . /scenarios/lib.sh
 
 src=/tmp/w-src.iso
@@ -62,6 +62,13 @@ live_rescued=$1
 map="$(cache_map "$cache")" || exit 1
 expect_eq "live rescued bytes = saved map's" "$live_rescued" "$(map_bytes "$map" +)"
 expect_eq "rescued bytes after the fill" "$live_rescued" $((size - 4 * ss))
+# export DEVICE: the served cache's image as the daemon holds it, the bad sectors filled with zeros.
+blkcache export "$dev" -o /tmp/w-export.iso --allow-incomplete --fill zero --json > /tmp/w-export.json ||
+    fail "blkcache export $dev failed: $(cat /tmp/w-export.json)"
+grep -q "\"unread\":$((4 * ss))," /tmp/w-export.json || fail "export of $dev: $(cat /tmp/w-export.json)"
+expect_eq "exported bytes before the bad sectors" "$(head -c $((bad * ss)) /tmp/w-export.iso | sha256sum | cut -d' ' -f1)" \
+    "$(head -c $((bad * ss)) "$ISO" | sha256sum | cut -d' ' -f1)"
+rm -f /tmp/w-export.iso /tmp/w-export.iso.*
 
 must blkcache del "$dev"
 [ -e "$cache/control.sock" ] && fail "the control socket outlived its daemon"
