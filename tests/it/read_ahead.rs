@@ -59,7 +59,8 @@ fn a_sequential_reader_is_read_ahead_and_no_sector_is_read_twice() {
     let engine = setup.engine(media.clone(), cfg());
     read_sequentially(&engine, &setup, 0, 4 << 20);
     let c = engine.counters();
-    drop(engine); // joins the read-ahead thread: every read it started is counted
+    // Joins the read-ahead thread.
+    drop(engine);
     // 32 requests: the first ones are misses until the stream is seen; after that the reader's
     // requests are hits or wait on a read-ahead's claim. How many more slip through as misses
     // depends on when the read-ahead thread is scheduled (4 on an idle machine, 6 seen with the
