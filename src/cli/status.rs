@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use blkcache::control::{self, LiveStatus};
+use blkcache::engine::OnBadSector;
 use blkcache::map::stats::format_num;
 use blkcache::map::{load, parse, picture, Report};
 use blkcache::rescue::format_duration;
@@ -155,6 +156,9 @@ fn live_text(live: Option<&LiveStatus>, read_rate: Option<u64>, cache: bool) -> 
         t.push_str(&format!(", reading {}B/s", format_num(r)));
     }
     t.push('\n');
+    if l.on_bad_sector == OnBadSector::Zero {
+        t.push_str("  bad sectors read as zeros (--on-bad-sector zero; the map still says -)\n");
+    }
     match &l.fill {
         Some(f) if f.running => {
             t.push_str(&format!("  fill running, started by {}\n", f.origin));

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CacheHealth, Counters};
+use crate::engine::{CacheHealth, Counters, OnBadSector};
 use crate::rescue::{FillOptions, Live, Summary};
 
 pub use client::{connect, Client, Stopper};
@@ -115,6 +115,9 @@ pub struct LiveStatus {
     pub counters: Counters,
     /// Whether the cache's disk takes writes.
     pub health: CacheHealth,
+    /// What a reader of a bad sector gets (EIO, or zeros: `add --on-bad-sector`).
+    #[serde(default)]
+    pub on_bad_sector: OnBadSector,
     /// Whether it has a source to fill from (not served offline).
     pub can_fill: bool,
     /// The running fill, or the last one.

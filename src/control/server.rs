@@ -371,6 +371,7 @@ fn status(shared: &Shared) -> LiveStatus {
         mapfile,
         counters: shared.engine.counters(),
         health: shared.engine.health(),
+        on_bad_sector: shared.engine.on_bad_sector(),
         can_fill: shared.can_fill,
         fill: shared.fills.current().map(|run| {
             let summary = run.summary();

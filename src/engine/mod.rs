@@ -415,6 +415,11 @@ impl Engine {
         self.inner.sector as u32
     }
 
+    /// What a reader of a bad sector gets.
+    pub fn on_bad_sector(&self) -> OnBadSector {
+        self.inner.cfg.on_bad_sector
+    }
+
     /// The media read from.
     pub fn media(&self) -> &Arc<dyn Media> {
         &self.inner.media

@@ -103,6 +103,8 @@ dd if="$dev" of=/tmp/j-zero bs=65536 skip=$((992 * ss / 65536)) count=1 iflag=di
     || fail "--on-bad-sector zero: a 64 KiB read over sector 1000 failed"
 expect_same_range "$dev" "$ISO" $((1001 * ss)) $((23 * ss))
 blkcache list --json | grep -q '"on_bad_sector": "zero"' || fail "list does not say on_bad_sector zero"
+blkcache status "$dev" > /tmp/j-status.txt || fail "status $dev failed"
+grep -q "bad sectors read as zeros" /tmp/j-status.txt || fail "status $dev does not say bad sectors read as zeros: $(cat /tmp/j-status.txt)"
 must blkcache del "$dev"
 expect_eq "bad sectors with --on-bad-sector zero" "$(status_json "$map" bad_sector)" "$bad0"
 
