@@ -41,7 +41,7 @@ map="$(cache_map "$cache")" || exit 1
 tree_sums "$cache" | grep -v 'daemon.log\|mapfile\|blkcache.json' > /tmp/m-sums.before
 grep -v '_seen\|"uses"' "$cache/blkcache.json" >> /tmp/m-sums.before
 map_runs "$map" >> /tmp/m-sums.before
-dev="$(blk_add "$src" --cache "$cache")" || exit 1
+dev="$(blk_add "$src" --cache "$cache" --read-ahead off)" || exit 1
 dd if=/dev/zero of="$dev" bs=512 count=1 oflag=direct status=none 2> /tmp/m-w1 \
     && fail "an O_DIRECT write to $dev succeeded"
 note "O_DIRECT write: $(tail -n1 /tmp/m-w1)"
