@@ -13,7 +13,7 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2> /dev/null; }
 sdev="$(scsi_debug_load dev_size_mb=16 sector_size=2048 ptype=5 delay=0)" || exit 1
 case "$sdev" in sr*) ;; *) fail "scsi_debug with ptype=5 made /dev/$sdev, not a CD drive" ;; esac
 cache=/tmp/p-cache
-dev="$(blk_add "/dev/$sdev" --cache "$cache" --queues 2 --depth 16)" || exit 1
+dev="$(blk_add "/dev/$sdev" --cache "$cache" --queues 2 --depth 16 --read-ahead off)" || exit 1
 name="${dev#/dev/}"
 expect_eq "ublk hardware queues" "$(ls /sys/block/$name/mq | wc -l)" 2
 # Cache the first MiB while the drive is fast.
