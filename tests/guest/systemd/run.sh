@@ -11,9 +11,9 @@
 #   --timeout SECS  guest-side limit per scenario (default 180); the host adds 240 s per boot for boot and power-off
 #   -v, --verbose   stream the scenario channel and the whole console
 #   --keep          keep the work directory (printed at the end)
-# The guest has two CD drives: cd0 (sr0) and cd1 (sr1, empty at boot), and a card reader: card0 (sda, a removable
+# The guest has two CD drives: cd0 (sr0) and cd1 (sr1, empty at boot), and a card reader: card0 (sdX, a removable
 # SCSI disk holding other.iso at boot; `change card0 @DATA@/card.img raw read-only` inserts a partitioned card),
-# and a hard disk: disk0 (sdb, not removable).
+# and a hard disk: disk0 (sdY, not removable; sd names the two in either order).
 # A scenario's header may say, in comment lines: "# boot-disc: test.iso|other.iso|none" (the disc in cd0 at
 # boot, default none), "# install: boot|scenario" (dpkg -i before udev's coldplug, or by the runner once the
 # system is up; default scenario) and "# kernel: 6.12|6.1" (fetch-kernel.sh's: 6.12 with ublk, the default, or
@@ -122,8 +122,8 @@ boot() {
     drive="if=none,id=cd0,media=cdrom,readonly=on"
     [ "$disc" = none ] || drive="$drive,format=raw,file=$work/data/$disc"
     # A second, empty drive (cd1, the guest's sr1) for the two-drive scenario; a card reader (card0, the guest's
-    # sda: a removable SCSI disk; QEMU needs a medium in it at power-on: other.iso) for the card scenarios, and a
-    # hard disk (disk0, sdb: not removable) that must never be served.
+    # sdX: a removable SCSI disk; QEMU needs a medium in it at power-on: other.iso) for the card scenarios, and a
+    # hard disk (disk0, sdY: not removable) that must never be served.
     limit=$((scen_timeout * $# + 240))
     rm -f "$work/monitor.in" "$work/monitor.out" "$qemu_pid_file"
     mkfifo "$work/monitor.in" "$work/monitor.out"

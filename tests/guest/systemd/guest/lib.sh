@@ -145,17 +145,36 @@ udisks_hint() { udisksctl info -b "$1" 2>/dev/null | sed -n "s/^ *$2: *//p" | he
 # udisks_says DEV KEY VALUE: udisks shows VALUE for KEY of DEV (udisksd notices udev's changes asynchronously).
 udisks_says() { [ "$(udisks_hint "$1" "$2")" = "$3" ]; }
 
-# The card reader: QEMU's card0, a removable SCSI disk (sda).
-CARD=/dev/sda
-CARD_UNIT=blkcache@sda.service
-CARD_LINK=/dev/blkcache/sda
+# scsi_disk TARGET: the kernel name (sdX) of the disk at SCSI target TARGET of the guest's controller. sd probes
+# disks in parallel, so whether the card reader or the hard disk is sda changes from boot to boot.
+scsi_disk() {
+    local d _
+    for _ in $(seq 30); do
+        for d in /sys/bus/scsi/devices/*:0:"$1":0/block/*; do
+            [ -e "$d" ] && { basename "$d"; return 0; }
+        done
+        sleep 1
+    done
+    return 1
+}
+# The card reader: QEMU's card0, a removable SCSI disk (target 2); the hard disk: disk0 (target 3). Only the card
+# scenarios look for them (use_card_reader).
+use_card_reader() {
+    CARD_NAME="$(scsi_disk 2)" || fail "no card reader (SCSI target 2) appeared"
+    DISK_NAME="$(scsi_disk 3)" || fail "no hard disk (SCSI target 3) appeared"
+    CARD=/dev/$CARD_NAME
+    DISK=/dev/$DISK_NAME
+    CARD_UNIT=blkcache@$CARD_NAME.service
+    CARD_LINK=/dev/blkcache/$CARD_NAME
+    note "card reader $CARD, hard disk $DISK"
+}
 CARD_IMG="$DATA/card.img"
 # insert_card IMAGE: the host swaps the card in the reader for /data/IMAGE.
 insert_card() { insert "$1" card0; }
 # pull_card: the host pulls the card out (QEMU `eject -f`: the guest only notices at its next command).
 pull_card() { host_cmd "eject -f card0"; }
-# card_holds FILE: the reader's medium (sda's size) is FILE's size.
-card_holds() { [ "$(($(cat /sys/block/sda/size) * 512))" = "$(stat -c %s "$1")" ]; }
+# card_holds FILE: the reader's medium (its size) is FILE's size.
+card_holds() { [ "$(($(cat "/sys/block/$CARD_NAME/size") * 512))" = "$(stat -c %s "$1")" ]; }
 # enable_card_reader: what the README tells a user to add to serve a card reader through blkcache (by its
 # serial, so only this reader), and udev reading it.
 enable_card_reader() {

@@ -1,9 +1,10 @@
-# A card pulled out while read is not recorded as bad sectors: an enabled card reader (sda) serves a card; an
-# O_DIRECT read through /dev/blkcache/sda is under way when the card is pulled out (QEMU `eject -f`): the read
+# A card pulled out while read is not recorded as bad sectors: an enabled card reader (sdX) serves a card; an
+# O_DIRECT read through /dev/blkcache/sdX is under way when the card is pulled out (QEMU `eject -f`): the read
 # fails, the unit ends, and the saved map has only `+` (the card's bytes) and `?`: no `-` nor `*`.
 # boot-disc: none
 # install: scenario
 
+use_card_reader
 wait_for 30 test -b "$CARD"
 [ -e /etc/udev/rules.d/61-blkcache-enable.rules ] || enable_card_reader
 note "the card served"
