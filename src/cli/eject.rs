@@ -33,44 +33,35 @@ pub fn run(args: EjectArgs) -> anyhow::Result<ExitCode> {
     let spec = bare_drive(&args.target).unwrap_or_else(|| args.target.clone());
     let devices = ublk::list();
     let nbds = kernel::list();
-    let drive: PathBuf = match ublk::resolve(&devices, &spec) {
-        None if spec.starts_with("/dev/ublkb") => {
-            bail!("no blkcache device {spec} (see blkcache list)")
-        }
-        None => match kernel::resolve(&nbds, &spec) {
-            Some(dev) => {
-                let Some(source) = dev.config.source().map(Path::to_path_buf) else {
-                    bail!(
-                        "{} serves the cache {} offline: there is no drive to eject",
-                        dev.path().display(),
-                        dev.config.cache().display()
-                    );
-                };
-                let stopped = kernel::remove(dev, STOP_WAIT)?;
-                stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
-                source
-            }
-            None if spec.starts_with("/dev/nbd") => {
-                bail!("no blkcache device {spec} (see blkcache list)")
-            }
-            None => PathBuf::from(&spec),
-        },
-        Some(dev) => {
-            let Some(source) = dev.config.source().map(Path::to_path_buf) else {
-                bail!(
-                    "{} serves the cache {} offline: there is no drive to eject",
-                    dev.path().display(),
-                    dev.config.cache().display()
-                );
-            };
-            let stopped = ublk::remove(dev, STOP_WAIT)? == Removal::DaemonStopped;
-            stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
-            source
-        }
+    let drive = if let Some(dev) = ublk::resolve(&devices, &spec) {
+        let source = served_drive(&dev.path(), dev.config.source(), dev.config.cache())?;
+        let stopped = ublk::remove(dev, STOP_WAIT)? == Removal::DaemonStopped;
+        stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
+        source
+    } else if let Some(dev) = kernel::resolve(&nbds, &spec) {
+        let source = served_drive(&dev.path(), dev.config.source(), dev.config.cache())?;
+        let stopped = kernel::remove(dev, STOP_WAIT)?;
+        stopped_serving(&source, &dev.path(), dev.config.cache(), stopped);
+        source
+    } else if spec.starts_with("/dev/ublkb") || spec.starts_with("/dev/nbd") {
+        bail!("no blkcache device {spec} (see blkcache list)")
+    } else {
+        PathBuf::from(&spec)
     };
     eject_when_free(&drive)?;
     println!("ejected {}", drive.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The drive `device` serves; an error when it serves a cache offline (no drive).
+fn served_drive(device: &Path, source: Option<&Path>, cache: &Path) -> anyhow::Result<PathBuf> {
+    source.map(Path::to_path_buf).with_context(|| {
+        format!(
+            "{} serves the cache {} offline: there is no drive to eject",
+            device.display(),
+            cache.display()
+        )
+    })
 }
 
 /// What stopping `device`, which served `source`, did; `stopped`: its daemon saved the map.
