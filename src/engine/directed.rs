@@ -112,7 +112,7 @@ impl Engine {
         if !uniform || !free {
             return false;
         }
-        state.mapfile.map.set(pos, len, to);
+        self.inner.set_status(&mut state, pos, len, to);
         state.map_version += 1;
         true
     }

@@ -5,6 +5,8 @@
 //! Must never hand out a range that is not all `+` (claims never cover `+` bytes, and `+` bytes
 //! are never written again, so the range stays valid without holding the lock).
 
+use std::sync::atomic::Ordering;
+
 use super::counters::AtomicCounters;
 use super::{lock, Engine};
 use crate::image::Mapped;
@@ -25,17 +27,14 @@ impl Engine {
         if len == 0 || offset.checked_add(len as u64)? > inner.size {
             return None;
         }
-        let cached = {
+        // A finished disc needs no lock: its map never changes back (but for a failed sync,
+        // which clears `complete` first under the lock), and there is nothing to read ahead.
+        let cached = inner.complete.load(Ordering::Acquire) || {
             let mut state = lock(&inner.state);
             if state.ahead.observe(offset, len as u64) {
                 inner.wake_ahead(&mut state);
             }
-            let cached = state
-                .mapfile
-                .map
-                .runs(offset, len as u64)
-                .all(|run| run.status == Status::Finished);
-            cached
+            state.mapfile.map.all(offset, len as u64, Status::Finished)
         };
         if !cached {
             return None;

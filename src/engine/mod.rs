@@ -185,6 +185,10 @@ pub(crate) struct Inner {
     saver: Mutex<SaveState>,
     /// Latched once the media reported a change: no fetch is issued or landed after that.
     media_changed: AtomicBool,
+    /// Every byte of the map is `+` (kept by `set_status`): whole-request hits then skip the
+    /// state lock (`hit.rs`), so a finished disc is served like a plain file, by any number
+    /// of queues at once.
+    complete: AtomicBool,
     /// Called on every claim release and every finished media-change probe (async drivers).
     wakers: Arc<Wakers>,
     /// Asks the media whether its disc changed, off the threads that serve reads.
@@ -288,6 +292,7 @@ impl Engine {
         }
         let now = Instant::now();
         let read_ahead = cfg.read_ahead;
+        let complete = AtomicBool::new(mapfile.map.all(0, size, Status::Finished));
         let wakers = Arc::new(Wakers::default());
         let watch = Watch::start(&media, &wakers).map_err(|e| {
             EngineError::Config(format!("cannot start the media-change watcher thread: {e}"))
@@ -318,6 +323,7 @@ impl Engine {
                 last_attempt: now,
             }),
             media_changed: AtomicBool::new(false),
+            complete,
             wakers,
             watch,
         };
@@ -508,6 +514,14 @@ impl Inner {
         true
     }
 
+    /// Sets `[pos, pos + len)` to `status` in the map: the one place the map changes, so that
+    /// `complete` always says whether all of it is `+`.
+    fn set_status(&self, state: &mut State, pos: u64, len: u64, status: Status) {
+        state.mapfile.map.set(pos, len, status);
+        let complete = state.mapfile.map.all(0, self.size, Status::Finished);
+        self.complete.store(complete, Ordering::Release);
+    }
+
     /// Releases the claim starting at `lo`, first marking `[lo, hi)` as `status` if given, and
     /// wakes waiters. Marking and releasing happen under one lock: no request ever sees the
     /// range unclaimed with its old status after the fetch landed.
@@ -515,7 +529,7 @@ impl Inner {
         {
             let mut state = lock(&self.state);
             if let Some((hi, status)) = mark {
-                state.mapfile.map.set(lo, hi - lo, status);
+                self.set_status(&mut state, lo, hi - lo, status);
                 state.mapfile.current_pos = lo;
                 state.map_version += 1;
             }
@@ -555,7 +569,7 @@ impl Inner {
                 None => false,
             };
             if cached {
-                state.mapfile.map.set(lo, hi - lo, Status::Finished);
+                self.set_status(&mut state, lo, hi - lo, Status::Finished);
                 state.mapfile.current_pos = lo;
                 state.map_version += 1;
                 state.unsynced.push((lo, hi));

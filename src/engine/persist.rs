@@ -116,7 +116,8 @@ impl Engine {
         let later = std::mem::take(&mut state.unsynced);
         let mut lost = 0;
         for (lo, hi) in taken.into_iter().chain(later) {
-            state.mapfile.map.set(lo, hi - lo, Status::NonTried);
+            self.inner
+                .set_status(&mut state, lo, hi - lo, Status::NonTried);
             lost += hi - lo;
         }
         state.map_version += 1;

@@ -181,6 +181,22 @@ impl FileMap {
         })
     }
 
+    /// Whether every byte of `[pos, pos+len)` is `status` (false past the end): one lookup when
+    /// one extent holds the range, as merged extents always do for a uniform range.
+    pub fn all(&self, pos: u64, len: u64, status: Status) -> bool {
+        let Some(end) = pos.checked_add(len).filter(|&e| e <= self.size) else {
+            return false;
+        };
+        if len == 0 {
+            return true;
+        }
+        match self.extent_at(pos) {
+            Some(r) if r.status == status && r.pos + r.len >= end => true,
+            Some(r) if r.status != status => false,
+            _ => self.runs(pos, len).all(|run| run.status == status),
+        }
+    }
+
     /// Sets `[pos, pos+len)` (clipped to the domain) to `status`, splitting the extents at its
     /// edges and merging equal neighbours. O(log n + extents replaced).
     pub fn set(&mut self, pos: u64, len: u64, status: Status) {
@@ -407,6 +423,11 @@ mod tests {
             let qe = (qp + ql).min(size);
             let slice = if qp < qe { &model[qp as usize..qe as usize] } else { &[][..] };
             prop_assert_eq!(m.runs(qp, ql).collect::<Vec<_>>(), runs_of(slice, qp as usize));
+            // Whole range of one status.
+            for s in Status::ALL {
+                let want = qp + ql <= size && model[qp.min(size) as usize..(qp + ql).min(size) as usize].iter().all(|&x| x == s);
+                prop_assert_eq!(m.all(qp, ql, s), want);
+            }
             // First unfinished, next unfinished.
             prop_assert_eq!(
                 m.first_unfinished(),

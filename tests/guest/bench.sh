@@ -10,7 +10,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-mib=64 rand_mib=8 disc_mib=40 ndelay_ms=2 rounds=3 pass=()
+mib=64 rand_mib=16 disc_mib=40 ndelay_ms=2 rounds=3 pass=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --mib) mib="$2"; shift ;;

@@ -14,6 +14,7 @@
 #   --kernel VER      the guest kernel: 6.12 (default; ublk) or 6.1 (Debian 12's own; no ublk, has nbd)
 #   --no-cd           boot without the emulated CD drive
 #   --extra-bin PATH  put another static binary into the guest's /bin (repeatable)
+#   --append 'ARGS'   more guest kernel command line (e.g. mitigations=off, for a benchmark's A/B)
 #   -v, --verbose     stream the whole console, not only the result lines
 #   --keep            keep the work directory (printed at the end)
 # Must never run QEMU without a host-side timeout, and never report success for a scenario that did not PASS.
@@ -21,6 +22,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 kernel=6.12 build=1 bin="" shell=0 host_timeout="" scen_timeout=120 cd=1 verbose=0 keep=0 exec_cmds="" extra_bins=()
+more_append=""
 requested=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
         --kernel) kernel="$2"; shift ;;
         --no-cd) cd=0 ;;
         --extra-bin) extra_bins+=("$2"); shift ;;
+        --append) more_append="$2"; shift ;;
         -v | --verbose) verbose=1 ;;
         --keep) keep=1 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -114,6 +117,7 @@ if [ $cd -eq 1 ]; then
         -device scsi-cd,drive=cd0,bus=scsi0.0)
 fi
 [ $shell -eq 1 ] && append="$append blkcache.shell=1"
+[ -n "$more_append" ] && append="$append $more_append"
 qemu_args+=(-append "$append")
 # Each scenario's guest-side limit: the default, or its own "# guest-timeout: SECS" line when that is longer (init
 # applies the same rule).

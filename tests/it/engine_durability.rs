@@ -176,3 +176,57 @@ fn a_failed_image_sync_is_not_retried_into_a_lying_save() {
     assert!(buf == source[..4096]);
     assert_eq!(engine.counters().media_reads, reads + 1);
 }
+
+/// A disc cached to its last byte is served without the engine's lock (`serve_hit`'s fast
+/// path); a failed sync that un-marks its last range makes that range a miss again there too,
+/// while the bytes synced before stay hits.
+#[test]
+fn a_failed_sync_ends_the_complete_fast_path() {
+    let fs = FaultFs::mount();
+    let dir = tempfile::tempdir().unwrap();
+    let source_path = dir.path().join("source");
+    let mut source = vec![0u8; SIZE];
+    StdRng::seed_from_u64(9).fill_bytes(&mut source);
+    std::fs::write(&source_path, &source).unwrap();
+    let engine = engine_on(&fs, &source_path, &dir.path().join("mapfile"), 64 * 1024);
+    let last = SIZE - 64 * 1024;
+    engine.read(0, &mut vec![0u8; last]).unwrap();
+    engine.save().unwrap();
+    let copy_out = |offset: usize, len: usize| {
+        let mut got = None;
+        let hit = engine.serve_hit(offset as u64, len, |m| {
+            // SAFETY: the image is the engine's, in a FUSE mount nothing truncates, and `m`
+            // covers `len` written bytes of its mapping, kept alive by the engine for the call.
+            let bytes = unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) };
+            got = Some(bytes.to_vec());
+            Ok::<(), ()>(())
+        });
+        hit.map(|r| r.map(|()| got.unwrap()))
+    };
+    assert_eq!(copy_out(last, 4096), None, "not cached yet");
+    engine.read(last as u64, &mut vec![0u8; 64 * 1024]).unwrap();
+    assert_eq!(
+        copy_out(last, 4096),
+        Some(Ok(source[last..last + 4096].to_vec()))
+    );
+    assert_eq!(
+        copy_out(0, SIZE),
+        Some(Ok(source.clone())),
+        "the whole disc"
+    );
+
+    fs.disk().fail_syncs = 1;
+    engine.save().unwrap_err();
+    assert_eq!(engine.status_at(last as u64), Some(Status::NonTried));
+    assert_eq!(copy_out(last, 4096), None, "un-marked by the failed sync");
+    assert_eq!(
+        copy_out(0, SIZE),
+        None,
+        "the whole disc is no longer cached"
+    );
+    assert_eq!(
+        copy_out(0, 4096),
+        Some(Ok(source[..4096].to_vec())),
+        "synced before"
+    );
+}
