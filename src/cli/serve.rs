@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Bytes read from the source per miss (e.g. 65536, 64k, 1M; a multiple of the sector size).
     #[arg(long, value_name = "BYTES", value_parser = serve::parse_size)]
     pub read_size: Option<u32>,
+    /// The most bytes read ahead of a client reading sequentially (e.g. 4M; `off`: none).
+    /// Default 4 MiB; only untried bytes are read ahead, never known-bad areas.
+    #[arg(long, value_name = "off|BYTES", value_parser = serve::parse_read_ahead)]
+    pub read_ahead: Option<u64>,
     /// How many more times a sector already marked bad is read when a client asks for it.
     #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub bad_retries: u32,
@@ -76,6 +80,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
         sector_size: args.sector_size,
         read_size: args.read_size,
         bad_retries: args.bad_retries,
+        read_ahead: args.read_ahead,
         test_mode: args.test_mode.clone(),
         test_latency_ms: args.test_latency,
         ..ServeConfig::default()

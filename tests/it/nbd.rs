@@ -247,6 +247,45 @@ fn nbdcopy_of_the_export_equals_the_source_and_fills_the_cache() {
     expect_cache_matches(&cache, &data);
 }
 
+/// `serve --read-ahead`: a client reading sequentially, one request at a time, is read ahead of
+/// by default, and not at all with `off` (every media read is then one of its requests).
+#[test]
+fn serve_reads_ahead_of_a_sequential_client_unless_told_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = source(tmp.path(), "disc.iso", 4 << 20);
+    let data = std::fs::read(&src).unwrap();
+    for (ahead, extra) in [(true, None), (false, Some("off"))] {
+        let dir = tmp.path().join(format!("ahead-{ahead}"));
+        std::fs::create_dir(&dir).unwrap();
+        let cache = dir.join("cache");
+        let mut args = vec!["--cache", cache.to_str().unwrap(), "--test-latency", "5"];
+        if let Some(v) = extra {
+            args.extend(["--read-ahead", v]);
+        }
+        let mut s = Served::start(&dir, &src, &args);
+        let copy = dir.join("copy");
+        let out = run(Command::new("nbdcopy")
+            .args(["--connections=1", "--requests=1", "--request-size=65536"])
+            .arg(&s.uri)
+            .arg(&copy));
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(std::fs::read(&copy).unwrap() == data, "the copy differs");
+        let log = s.stop();
+        assert_eq!(counter(&log, "media_bytes"), 4 << 20, "read once: {log}");
+        let reads = counter(&log, "ahead_reads");
+        if ahead {
+            assert!(reads > 0, "no read-ahead by default: {log}");
+        } else {
+            assert_eq!(reads, 0, "read ahead with --read-ahead off: {log}");
+            assert_eq!(
+                counter(&log, "media_reads"),
+                64,
+                "one media read per request: {log}"
+            );
+        }
+    }
+}
+
 /// nbdsh script: reads every sector alone; writes what it got to OUT (zeros where it failed)
 /// and prints `sector:ERRNO` (the errno's name) for each failure.
 fn read_each_sector(uri: &str, sectors: u64, ss: u64, out: &Path) -> Vec<(u64, String)> {

@@ -3,7 +3,8 @@
 # requests are hits or wait on a read-ahead already on the drive (the daemon's media reads other than read-ahead:
 # at most 4 of 32 requests); every sector the drive delivered was cached once (the drive's sectors-read counter
 # equals the bytes newly cached), the bytes read equal the drive's, and nothing was read beyond 1.25 windows
-# (--read-ahead 1M) past the reader.
+# (--read-ahead 1M) past the reader. The device's optimal I/O size is its largest request (512 KiB), so the kernel
+# reads ahead 1 MiB for buffered readers (not its default 128 KiB).
 . /scenarios/lib.sh
 
 sdev="$(scsi_debug_load dev_size_mb=16 sector_size=2048 ptype=5 ndelay=2000000)" || exit 1
@@ -17,6 +18,9 @@ len=$((4 * 1048576))
 expect_eq "cached bytes of the region before" "$(map_bytes_in "$map" + $pos $len)" 0
 
 dev="$(blk_add "/dev/$sdev" --cache "$cache" --read-ahead 1M)" || exit 1
+q="/sys/block/${dev#/dev/}/queue"
+expect_eq "optimal I/O size of $dev" "$(cat "$q/optimal_io_size")" 524288
+expect_eq "kernel read-ahead (KiB) of $dev" "$(cat "$q/read_ahead_kb")" 1024
 # The partition scan's reads are hits now, but they may be read ahead of: let the drive go quiet first.
 quiet() { q0="$(dev_sectors "$sdev")"; sleep 1; [ "$(dev_sectors "$sdev")" = "$q0" ]; }
 wait_for 20 quiet
