@@ -8,11 +8,15 @@
 
 AUDIO_RULE=/etc/udev/rules.d/60-test-audio-cd.rules
 wait_for 30 test -b /dev/sr0
-if unit_is "$UNIT" active; then
-    note "an earlier scenario's disc out first"
-    host_cmd "eject -f cd0"
-    wait_for 40 unit_is "$UNIT" inactive
-fi
+# Earlier scenarios' discs out first (disc B served from sr1 would keep sr0 from serving it below).
+for drive in 0 1; do
+    if unit_is "blkcache@sr$drive.service" active; then
+        note "an earlier scenario's disc out of sr$drive"
+        host_cmd "eject -f cd$drive"
+        systemctl stop "blkcache@sr$drive.service"
+        wait_for 40 unit_is "blkcache@sr$drive.service" inactive
+    fi
+done
 
 note "an audio CD: left alone"
 cat > "$AUDIO_RULE" << 'RULE'
