@@ -5,21 +5,8 @@
 # the saved map's.
 . /scenarios/lib.sh
 
-src=/tmp/ne-src.iso
 cache=/tmp/ne-cache
-damage=/tmp/ne-damage.map
-cp "$ISO" "$src"
-size=$(stat -c %s "$src")
-ss=2048
-nsec=$((size / ss))
-bad=$((nsec - 20))
-hex() { printf '0x%08X' "$1"; }
-{
-    echo "0x00000000     +               1"
-    echo "$(hex 0)  $(hex $((bad * ss)))  +"
-    echo "$(hex $((bad * ss)))  $(hex $((4 * ss)))  -"
-    echo "$(hex $(((bad + 4) * ss)))  $(hex $(((nsec - bad - 4) * ss)))  +"
-} > "$damage"
+damaged_copy ne
 
 dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 20 --sector-size $ss)" || exit 1
 case "$dev" in /dev/nbd*) ;; *) fail "add gave $dev, not /dev/nbdN" ;; esac

@@ -292,3 +292,22 @@ expect_files_match() {
     (cd "$2" && sha256sum -c -s "$DATA/manifest.sha256") || fail "file checksums on $1 differ"
     must umount "$2"
 }
+
+# damaged_copy NAME: /tmp/NAME-src.iso, a copy of the ISO, and /tmp/NAME-damage.map, a test-mode map (GNU ddrescue's
+# -H) with 4 bad sectors (2048 bytes) in the ISO's padding, 20 sectors before its end. Sets src, damage, size, ss,
+# nsec and bad (the first bad sector).
+damaged_copy() {
+    src=/tmp/$1-src.iso
+    damage=/tmp/$1-damage.map
+    must cp "$ISO" "$src"
+    size=$(stat -c %s "$src")
+    ss=2048
+    nsec=$((size / ss))
+    bad=$((nsec - 20))
+    {
+        echo "0x00000000     +               1"
+        printf '0x%08X  0x%08X  +\n' 0 $((bad * ss))
+        printf '0x%08X  0x%08X  -\n' $((bad * ss)) $((4 * ss))
+        printf '0x%08X  0x%08X  +\n' $(((bad + 4) * ss)) $(((nsec - bad - 4) * ss))
+    } > "$damage"
+}

@@ -4,21 +4,8 @@
 # sectors are bad, and the image equals the ISO wherever '+'.
 . /scenarios/lib.sh
 
-src=/tmp/r-src.iso
 cache=/tmp/r-cache
-damage=/tmp/r-damage.map
-cp "$ISO" "$src"
-size=$(stat -c %s "$src")
-ss=2048
-nsec=$((size / ss))
-bad=$((nsec - 20))
-hex() { printf '0x%08X' "$1"; }
-{
-    echo "0x00000000     +               1"
-    echo "$(hex 0)  $(hex $((bad * ss)))  +"
-    echo "$(hex $((bad * ss)))  $(hex $((4 * ss)))  -"
-    echo "$(hex $(((bad + 4) * ss)))  $(hex $(((nsec - bad - 4) * ss)))  +"
-} > "$damage"
+damaged_copy r
 
 dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 30 --sector-size $ss --fill)" || exit 1
 note "device $dev, filling in the background"

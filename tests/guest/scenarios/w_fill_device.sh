@@ -7,21 +7,8 @@
 # the drive, whose cache ends equal to the ISO. `export DEV` writes the image as the daemon holds it.
 . /scenarios/lib.sh
 
-src=/tmp/w-src.iso
 cache=/tmp/w-cache
-damage=/tmp/w-damage.map
-cp "$ISO" "$src"
-size=$(stat -c %s "$src")
-ss=2048
-nsec=$((size / ss))
-bad=$((nsec - 20))
-hex() { printf '0x%08X' "$1"; }
-{
-    echo "0x00000000     +               1"
-    echo "$(hex 0)  $(hex $((bad * ss)))  +"
-    echo "$(hex $((bad * ss)))  $(hex $((4 * ss)))  -"
-    echo "$(hex $(((bad + 4) * ss)))  $(hex $(((nsec - bad - 4) * ss)))  +"
-} > "$damage"
+damaged_copy w
 
 dev="$(blk_add "$src" --cache "$cache" --test-mode "$damage" --test-latency 40 --sector-size $ss)" || exit 1
 [ -S "$cache/control.sock" ] || fail "no control socket in $cache: $(ls -l "$cache" | tr '\n' ' ')"
